@@ -1,0 +1,49 @@
+"""Supervision trees and graceful shutdown for Trio.
+
+Everything public is re-exported here; the modules behind it are private.
+"""
+
+from ._context import ChildContext as ChildContext
+from ._context import ChildState as ChildState
+from ._context import current_child as current_child
+from ._errors import ChildNotFoundError as ChildNotFoundError
+from ._errors import ChildStartError as ChildStartError
+from ._errors import HealthCheckFailed as HealthCheckFailed
+from ._errors import RestartIntensityExceeded as RestartIntensityExceeded
+from ._errors import SpecError as SpecError
+from ._errors import SupervisionError as SupervisionError
+from ._events import Event as Event
+from ._events import EventKind as EventKind
+from ._events import EventStream as EventStream
+from ._health import ChildHealth as ChildHealth
+from ._health import HealthReport as HealthReport
+from ._shutdown import Band as Band
+from ._shutdown import HookResult as HookResult
+from ._shutdown import ShutdownHook as ShutdownHook
+from ._shutdown import ShutdownReport as ShutdownReport
+from ._spec import AutoShutdown as AutoShutdown
+from ._spec import Backoff as Backoff
+from ._spec import ChildSpec as ChildSpec
+from ._spec import HealthCheck as HealthCheck
+from ._spec import HealthStatus as HealthStatus
+from ._spec import Restart as Restart
+from ._spec import Strategy as Strategy
+from ._spec import SupervisorSpec as SupervisorSpec
+from ._tree import ChildCounts as ChildCounts
+from ._tree import ChildInfo as ChildInfo
+from ._tree import SupervisorTree as SupervisorTree
+from ._tree import supervisor_tree as supervisor_tree
+from ._version import __version__ as __version__
+
+
+def _fixup_module_metadata() -> None:
+    # Tracebacks and reprs say trio_supervise.ChildSpec, not trio_supervise._spec.ChildSpec.
+    for name, value in list(globals().items()):
+        if not name.startswith("_") and getattr(value, "__module__", "").startswith(
+            "trio_supervise._"
+        ):
+            value.__module__ = __name__
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata

@@ -1,0 +1,62 @@
+"""What a running child can ask about itself: ``current_child()``."""
+
+from __future__ import annotations
+
+import enum
+from contextvars import ContextVar
+from typing import final
+
+import attrs
+import trio
+
+
+class ChildState(enum.Enum):
+    """Where a child is in its life."""
+
+    #: Being started; for a ``task_status`` target, until it called ``started()``.
+    STARTING = "starting"
+    #: Started and not asked to stop.
+    RUNNING = "running"
+    #: A restart was decided: it is being stopped with its group or waits for its backoff.
+    RESTARTING = "restarting"
+    #: Asked to stop (``terminate_child``, a group restart or the shutdown) and not gone yet.
+    STOPPING = "stopping"
+    #: Not running: exited and not to be restarted, or terminated on purpose.
+    STOPPED = "stopped"
+
+
+@final
+@attrs.define(eq=False)
+class ChildContext:
+    """The running child's own view of itself, from ``current_child()``.
+
+    Attributes:
+      name: the child's name.
+      path: the child's path in the tree (``"db/pool"``).
+      restarts: how many times this child had been restarted when this run started.
+      stop_requested: set when the supervisor asks this run to stop, before it cancels it;
+        a child doing a long step can check it and wind down by itself.
+    """
+
+    name: str
+    path: str
+    restarts: int
+    stop_requested: trio.Event = attrs.field(factory=trio.Event)
+
+
+_current: ContextVar[ChildContext] = ContextVar("trio_supervise.current_child")
+
+
+def current_child() -> ChildContext:
+    """The context of the supervised child whose task calls this.
+
+    Raises:
+      RuntimeError: when called outside a supervised child (or a task it spawned).
+    """
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError(
+            "current_child() was called outside a supervised child; call it from a"
+            " ChildSpec target (or a task that target spawned)"
+        ) from None

@@ -1,0 +1,184 @@
+"""Events: what happened in a tree, kept in a bounded history, streamed and logged."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections import deque
+from types import TracebackType
+from typing import final
+
+import attrs
+import trio
+
+logger = logging.getLogger("trio_supervise")
+# A library's loggers get a NullHandler so that, with logging unconfigured, Python's
+# last-resort handler does not print our warnings; configuring output is the app's job.
+logger.addHandler(logging.NullHandler())
+
+
+class EventKind(enum.Enum):
+    """What an ``Event`` reports."""
+
+    #: A child has started for the first time (after ``started()`` for ``task_status`` targets).
+    STARTED = "started"
+    #: A child exited cleanly: it returned, or was stopped by its supervisor.
+    EXITED = "exited"
+    #: A child raised, or failed its health checks; ``error`` is the exception.
+    CRASHED = "crashed"
+    #: A restart was decided; ``detail`` gives the backoff delay.
+    RESTART_SCHEDULED = "restart_scheduled"
+    #: A restarted child has started again.
+    RESTARTED = "restarted"
+    #: A child was stopped by ``terminate_child`` or by the shutdown.
+    TERMINATED = "terminated"
+    #: A child was still running ``shutdown_timeout`` after it was asked to stop.
+    STOP_TIMEOUT = "stop_timeout"
+    #: A child's spec left the tree: a temporary child exited, or ``delete_child``.
+    REMOVED = "removed"
+    #: A supervisor gave up; ``path`` is the supervisor's.
+    INTENSITY_EXCEEDED = "intensity_exceeded"
+    #: A child's health status changed; ``detail`` gives ``old -> new``.
+    HEALTH_CHANGED = "health_changed"
+    #: The tree's shutdown started; ``detail`` gives the reason.
+    SHUTDOWN_STARTED = "shutdown_started"
+    #: A shutdown hook finished; ``path`` is the hook's name, ``detail`` its status.
+    HOOK_FINISHED = "hook_finished"
+    #: The tree's shutdown finished.
+    SHUTDOWN_FINISHED = "shutdown_finished"
+
+
+_LEVELS = {
+    EventKind.CRASHED: logging.WARNING,
+    EventKind.STOP_TIMEOUT: logging.WARNING,
+    EventKind.INTENSITY_EXCEEDED: logging.ERROR,
+}
+
+
+@final
+@attrs.frozen
+class Event:
+    """One thing that happened in a tree.
+
+    Attributes:
+      kind: what happened.
+      path: the child's path (``""`` for the root supervisor; a hook's name for hooks).
+      time: ``trio.current_time()`` when it happened.
+      restarts: the child's restart count at that moment.
+      error: the exception, for ``CRASHED`` and ``INTENSITY_EXCEEDED``.
+      detail: a human-readable explanation (why it stopped, the backoff delay, ...).
+    """
+
+    kind: EventKind
+    path: str
+    time: float
+    restarts: int = 0
+    error: BaseException | None = None
+    detail: str = ""
+
+    def __str__(self) -> str:
+        where = self.path or "(root)"
+        text = f"{self.time:10.3f} {self.kind.name:<18} {where}"
+        if self.detail:
+            text += f" — {self.detail}"
+        if self.error is not None:
+            text += f" [{type(self.error).__name__}: {self.error}]"
+        return text
+
+
+@final
+class EventStream:
+    """An async iterator over a tree's events from the moment it was made.
+
+    Use it as an async context manager, or break out of ``async for``, so that the tree
+    stops buffering for it; it ends by itself when the tree has finished.
+
+    Example::
+
+        async with tree.events() as events:
+            async for event in events:
+                print(event)
+    """
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+        self._send, self._receive = trio.open_memory_channel[Event](math.inf)
+        bus.streams.add(self)
+
+    def _push(self, event: Event) -> None:
+        self._send.send_nowait(event)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        """Stop receiving events; buffered ones are dropped."""
+        self._bus.streams.discard(self)
+        self._send.close()
+        self._receive.close()
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@final
+class EventBus:
+    """Keeps the history, feeds the streams and logs each event."""
+
+    def __init__(self, history_size: int) -> None:
+        self.history: deque[Event] = deque(maxlen=history_size)
+        self.streams: set[EventStream] = set()
+        # True once the tree has finished: no more events will come.
+        self.closed = False
+
+    def emit(
+        self,
+        kind: EventKind,
+        path: str,
+        restarts: int = 0,
+        error: BaseException | None = None,
+        detail: str = "",
+    ) -> Event:
+        event = Event(kind, path, trio.current_time(), restarts, error, detail)
+        self.history.append(event)
+        for stream in self.streams:
+            stream._push(event)
+        level = _LEVELS.get(kind, logging.INFO)
+        if logger.isEnabledFor(level):
+            logger.log(
+                level,
+                "%s %s%s",
+                kind.name,
+                path or "(root)",
+                f": {detail}" if detail else "",
+                exc_info=error if kind is EventKind.CRASHED else None,
+                extra={"path": path, "kind": kind.name, "restarts": restarts},
+            )
+        return event
+
+    def close(self) -> None:
+        self.closed = True
+        for stream in list(self.streams):
+            stream._send.close()
+        self.streams.clear()
+
+    def stream(self) -> EventStream:
+        stream = EventStream(self)
+        if self.closed:
+            stream._send.close()
+        return stream

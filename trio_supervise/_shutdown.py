@@ -1,0 +1,235 @@
+"""The graceful shutdown: hooks in priority bands, in a shielded scope with a deadline."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal, final
+
+import attrs
+import trio
+
+from ._errors import SpecError
+from ._events import EventBus, EventKind, logger
+from ._spec import _check_async_function, _check_time
+
+
+class Band(enum.IntEnum):
+    """The priority bands of the shutdown, run lowest first. A hook's band is ``priority // 10``."""
+
+    STOP_ACCEPTING = 0
+    DRAIN = 10
+    FLUSH = 20
+    CLOSE = 30
+    CLEANUP = 40
+
+
+HookStatus = Literal["ok", "error", "timed_out", "cancelled", "skipped"]
+
+
+@final
+@attrs.frozen
+class ShutdownHook:
+    """One step of the shutdown.
+
+    Args:
+      name: shown in the report and the events.
+      fn: an async function with no arguments.
+      priority: an int >= 0; hooks run band by band (``priority // 10``, see ``Band``), the
+        hooks of one band concurrently.
+      timeout: seconds the hook may take before it is cancelled and recorded as timed out;
+        ``None`` for no limit of its own (the shutdown's deadline still applies).
+
+    Raises:
+      SpecError: for an empty name, a non-async ``fn``, a negative priority or timeout.
+    """
+
+    name: str
+    fn: Callable[[], Awaitable[object]]
+    priority: int = attrs.field(kw_only=True)
+    timeout: float | None = attrs.field(default=None, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise SpecError(f"ShutdownHook: name must be a non-empty string (got {self.name!r})")
+        owner = f"ShutdownHook {self.name!r}"
+        _check_async_function(owner, "fn", self.fn)
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise SpecError(f"{owner}: priority must be an int >= 0 (got {self.priority!r})")
+        if self.priority < 0:
+            raise SpecError(f"{owner}: priority must be >= 0 (got {self.priority!r})")
+        _check_time(owner, "timeout", self.timeout, allow_none=True)
+
+    @property
+    def band(self) -> int:
+        """The band index this hook runs in (``priority // 10``)."""
+        return self.priority // 10
+
+
+@final
+@attrs.frozen
+class HookResult:
+    """How one hook ended. ``duration`` is in seconds; ``error`` is set for ``"error"``."""
+
+    name: str
+    priority: int
+    status: HookStatus
+    duration: float
+    error: BaseException | None = None
+
+
+@final
+@attrs.frozen
+class ShutdownReport:
+    """What the shutdown did.
+
+    Attributes:
+      reason: why it started ("requested", "signal SIGTERM", "body ended", ...).
+      started: ``trio.current_time()`` when it started.
+      duration: seconds it took.
+      forced: True when a second signal (or ``force``) cut it short.
+      deadline_exceeded: True when ``shutdown_deadline`` cut it short.
+      hooks: one result per hook, in the order they were registered.
+    """
+
+    reason: str
+    started: float
+    duration: float
+    forced: bool
+    hooks: list[HookResult]
+    deadline_exceeded: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when the shutdown was neither forced nor late and every hook finished ``ok``."""
+        return (
+            not self.forced
+            and not self.deadline_exceeded
+            and all(hook.status == "ok" for hook in self.hooks)
+        )
+
+    def format(self) -> str:
+        """The report as a small text table."""
+        lines = [
+            f"shutdown ({self.reason}) took {self.duration:.3f}s"
+            + (", forced" if self.forced else "")
+            + (", deadline exceeded" if self.deadline_exceeded else ""),
+            f"  {'priority':>8}  {'hook':<24} {'status':<10} {'seconds':>8}",
+        ]
+        for hook in sorted(self.hooks, key=lambda h: h.priority):
+            error = f"  {type(hook.error).__name__}: {hook.error}" if hook.error else ""
+            lines.append(
+                f"  {hook.priority:>8}  {hook.name:<24} {hook.status:<10}"
+                f" {hook.duration:>8.3f}{error}"
+            )
+        return "\n".join(lines)
+
+
+@final
+class Shutdown:
+    """Runs the hooks once; can be triggered early and forced. Owned by the tree."""
+
+    def __init__(self, hooks: Sequence[ShutdownHook], deadline: float, bus: EventBus) -> None:
+        self.hooks = list(hooks)
+        self.deadline = deadline
+        self._bus = bus
+        # Set once the shutdown is decided; the tree's body is cancelled then.
+        self.triggered = trio.Event()
+        self.reason = ""
+        self.forced = False
+        # The shielded scope of the running shutdown; None before and after it runs.
+        self._scope: trio.CancelScope | None = None
+        self.report: ShutdownReport | None = None
+
+    def add(self, hook: ShutdownHook) -> None:
+        if self.triggered.is_set():
+            raise RuntimeError(
+                f"cannot add shutdown hook {hook.name!r}: the shutdown has already started"
+            )
+        self.hooks.append(hook)
+
+    def trigger(self, reason: str) -> bool:
+        """Decide the shutdown; return False if it had already been decided."""
+        if self.triggered.is_set():
+            return False
+        self.reason = reason
+        self.triggered.set()
+        return True
+
+    def force(self, reason: str) -> None:
+        """Cut the shutdown short: running hooks are cancelled, later bands skipped."""
+        self.trigger(reason)
+        self.forced = True
+        if self._scope is not None:
+            self._scope.cancel(reason=f"shutdown forced: {reason}")
+
+    async def run(self) -> ShutdownReport:
+        """Run every band, lowest first, within the deadline; return the report."""
+        self.trigger("requested")
+        bus = self._bus
+        started = trio.current_time()
+        bus.emit(EventKind.SHUTDOWN_STARTED, "", detail=self.reason)
+        results: dict[int, HookResult] = {
+            index: HookResult(hook.name, hook.priority, "skipped", 0.0)
+            for index, hook in enumerate(self.hooks)
+        }
+        bands: dict[int, list[int]] = {}
+        for index, hook in enumerate(self.hooks):
+            bands.setdefault(hook.band, []).append(index)
+        with trio.CancelScope(shield=True, deadline=started + self.deadline) as scope:
+            self._scope = scope
+            if self.forced:
+                scope.cancel(reason="shutdown forced before it started")
+            for band in sorted(bands):
+                async with trio.open_nursery() as nursery:
+                    for index in bands[band]:
+                        nursery.start_soon(self._run_hook, self.hooks[index], index, results)
+        self._scope = None
+        report = ShutdownReport(
+            reason=self.reason,
+            started=started,
+            duration=trio.current_time() - started,
+            forced=self.forced,
+            hooks=[results[index] for index in range(len(self.hooks))],
+            deadline_exceeded=scope.cancelled_caught and not self.forced,
+        )
+        self.report = report
+        bus.emit(
+            EventKind.SHUTDOWN_FINISHED,
+            "",
+            detail=f"{'ok' if report.ok else 'not ok'} in {report.duration:.3f}s",
+        )
+        level = logging.INFO if report.ok else logging.WARNING
+        logger.log(level, "%s", report.format(), extra={"path": "", "kind": "SHUTDOWN_REPORT"})
+        return report
+
+    async def _run_hook(
+        self, hook: ShutdownHook, index: int, results: dict[int, HookResult]
+    ) -> None:
+        start = trio.current_time()
+        status: HookStatus = "ok"
+        error: BaseException | None = None
+        try:
+            with trio.move_on_after(
+                hook.timeout if hook.timeout is not None else float("inf")
+            ) as own:
+                await hook.fn()
+            if own.cancelled_caught:
+                status = "timed_out"
+        except trio.Cancelled:
+            status = "cancelled"
+            raise
+        except Exception as exc:
+            status, error = "error", exc
+        finally:
+            result = HookResult(
+                hook.name, hook.priority, status, trio.current_time() - start, error
+            )
+            results[index] = result
+            self._bus.emit(
+                EventKind.HOOK_FINISHED,
+                hook.name,
+                error=error,
+                detail=f"{status} in {result.duration:.3f}s",
+            )

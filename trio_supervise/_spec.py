@@ -1,0 +1,477 @@
+"""Specs: the immutable description of a supervision tree, validated at construction.
+
+Nothing here imports trio: a spec is plain data that can be built, compared and checked
+anywhere, and the runtime in ``_supervisor`` reads it.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import math
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, final
+
+import attrs
+
+from ._errors import SpecError
+
+
+class Restart(enum.Enum):
+    """When a child is restarted (OTP's restart types).
+
+    * ``PERMANENT``: after any exit, clean or not.
+    * ``TRANSIENT``: only after an abnormal exit (it raised, or failed its health checks).
+    * ``TEMPORARY``: never; a temporary child that exits is removed from the tree.
+    """
+
+    PERMANENT = "permanent"
+    TRANSIENT = "transient"
+    TEMPORARY = "temporary"
+
+
+class Strategy(enum.Enum):
+    """What a supervisor restarts when one of its children exits and is to be restarted.
+
+    * ``ONE_FOR_ONE``: only that child.
+    * ``ONE_FOR_ALL``: all children: the others are stopped in reverse start order, then all
+      are started again in order.
+    * ``REST_FOR_ONE``: that child and the children started after it: those are stopped in
+      reverse order, then all of them are started again in order.
+    """
+
+    ONE_FOR_ONE = "one_for_one"
+    ONE_FOR_ALL = "one_for_all"
+    REST_FOR_ONE = "rest_for_one"
+
+
+class AutoShutdown(enum.Enum):
+    """When a supervisor stops by itself because its *significant* children are gone (OTP 24).
+
+    * ``NEVER``: never (significant children are not allowed).
+    * ``ANY_SIGNIFICANT``: as soon as one significant child exits and is not restarted.
+    * ``ALL_SIGNIFICANT``: once every significant child has exited and is not restarted.
+    """
+
+    NEVER = "never"
+    ANY_SIGNIFICANT = "any_significant"
+    ALL_SIGNIFICANT = "all_significant"
+
+
+class HealthStatus(enum.Enum):
+    """The answer of a health probe, and the summary status of a tree."""
+
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+
+
+AsyncFunction = Callable[..., Awaitable[Any]]
+HealthProbe = Callable[[], Awaitable["bool | HealthStatus"]]
+
+
+def _describe(value: object) -> str:
+    name = getattr(value, "__qualname__", None) or type(value).__name__
+    return f"{type(value).__name__} {name!r}"
+
+
+def _is_async_callable(fn: object) -> bool:
+    # inspect.iscoroutinefunction already looks through functools.partial and
+    # inspect.markcoroutinefunction; callable objects need their __call__ checked.
+    if inspect.iscoroutinefunction(fn):
+        return True
+    return (
+        callable(fn) and not inspect.isclass(fn) and inspect.iscoroutinefunction(type(fn).__call__)
+    )
+
+
+def _check_async_function(owner: str, field: str, fn: object) -> None:
+    if inspect.iscoroutine(fn):
+        # Close it so Python does not also warn "coroutine was never awaited".
+        fn.close()
+        raise SpecError(
+            f"{owner}: {field} must be an async function, not a coroutine object"
+            f" (got {fn!r}); pass the function itself, e.g. {field}=worker, not worker()"
+        )
+    if not _is_async_callable(fn):
+        raise SpecError(
+            f"{owner}: {field} must be an async function (async def) that is called anew"
+            f" on every start (got {_describe(fn)}); write it with 'async def'"
+        )
+
+
+def _takes_task_status(fn: Callable[..., object]) -> bool:
+    # signature() looks through partials and bound methods and drops a callable's self.
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins and odd callables: assume the plain shape
+        return False
+    return "task_status" in parameters
+
+
+def _check_time(owner: str, field: str, value: float | None, *, allow_none: bool) -> None:
+    rule = ">= 0 or None" if allow_none else ">= 0"
+    if value is None:
+        if allow_none:
+            return
+        raise SpecError(f"{owner}: {field} must be a number {rule} (got None)")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpecError(f"{owner}: {field} must be a number {rule} (got {value!r})")
+    if math.isnan(value) or value < 0:
+        raise SpecError(f"{owner}: {field} must be {rule} (got {value!r})")
+
+
+def _check_name(kind: str, name: object) -> None:
+    if not isinstance(name, str) or not name:
+        raise SpecError(f"{kind}: name must be a non-empty string (got {name!r})")
+    if "/" in name:
+        raise SpecError(
+            f"{kind} {name!r}: name must not contain '/', which separates path parts;"
+            " nest a SupervisorSpec to build a path"
+        )
+
+
+@final
+@attrs.frozen
+class Backoff:
+    """Exponential backoff with jitter between consecutive restarts of one child.
+
+    The n-th consecutive restart waits ``min(maximum, initial * factor**(n-1))`` seconds,
+    stretched by a random factor in ``[1, 1 + jitter]``. A child that ran ``reset_after``
+    seconds without exiting starts again at n = 1.
+
+    Args:
+      initial: the first delay, in seconds.
+      maximum: the cap on the un-jittered delay.
+      factor: growth per consecutive restart (>= 1).
+      jitter: the random stretch, in [0, 1]; spreads restarts of many children apart.
+      reset_after: seconds of clean running after which the count starts over.
+
+    Raises:
+      SpecError: for negative or NaN times, ``initial > maximum``, ``factor < 1`` or
+        ``jitter`` outside [0, 1].
+    """
+
+    initial: float = 0.1
+    maximum: float = 30.0
+    factor: float = 2.0
+    jitter: float = 0.1
+    reset_after: float = 60.0
+
+    def __attrs_post_init__(self) -> None:
+        for field in ("initial", "maximum", "reset_after", "factor", "jitter"):
+            _check_time("Backoff", field, getattr(self, field), allow_none=False)
+        if self.initial > self.maximum:
+            raise SpecError(
+                f"Backoff: initial must be <= maximum (got initial={self.initial!r},"
+                f" maximum={self.maximum!r}); raise maximum or lower initial"
+            )
+        if not 1 <= self.factor < math.inf:
+            raise SpecError(f"Backoff: factor must be >= 1 and finite (got {self.factor!r})")
+        if not 0 <= self.jitter <= 1:
+            raise SpecError(f"Backoff: jitter must be within [0, 1] (got {self.jitter!r})")
+
+    def base_delay(self, attempt: int) -> float:
+        """The un-jittered delay before the ``attempt``-th consecutive restart (1-based)."""
+        if attempt < 1:
+            raise ValueError(f"attempt must be >= 1 (got {attempt})")
+        if self.initial == 0:
+            return 0.0
+        # Compare exponents rather than computing factor**n, which overflows for long runs.
+        if self.factor > 1 and (attempt - 1) * math.log(self.factor) >= math.log(
+            self.maximum / self.initial
+        ):
+            return self.maximum
+        return min(self.maximum, self.initial * self.factor ** (attempt - 1))
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The delay before the ``attempt``-th consecutive restart, with jitter from ``rng``."""
+        base = self.base_delay(attempt)
+        if self.jitter == 0 or base == 0:
+            return base
+        return base * (1 + self.jitter * (rng or random).random())
+
+
+@final
+@attrs.frozen
+class HealthCheck:
+    """A periodic health probe for one child.
+
+    The probe runs every ``interval`` seconds while the child runs. A probe that raises,
+    returns ``False`` or ``HealthStatus.UNHEALTHY``, or takes longer than ``timeout`` is a
+    failure; ``threshold`` consecutive failures restart the child like a crash (counted in
+    the supervisor's restart intensity). ``HealthStatus.DEGRADED`` is reported but is not a
+    failure.
+
+    Args:
+      check: an async function with no arguments. ``None`` only for a service child
+        (``ChildSpec.service``), whose ``check_health()`` method is used.
+      interval: seconds between the end of one probe and the start of the next (> 0).
+      timeout: seconds a probe may take (> 0).
+      threshold: consecutive failures that restart the child (>= 1).
+    """
+
+    check: HealthProbe | None = None
+    interval: float = 10.0
+    timeout: float = 2.0
+    threshold: int = 3
+
+    def __attrs_post_init__(self) -> None:
+        if self.check is not None:
+            _check_async_function("HealthCheck", "check", self.check)
+        for field in ("interval", "timeout"):
+            value = getattr(self, field)
+            _check_time("HealthCheck", field, value, allow_none=False)
+            if value == 0:
+                raise SpecError(f"HealthCheck: {field} must be > 0 (got {value!r})")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int):
+            raise SpecError(f"HealthCheck: threshold must be an int >= 1 (got {self.threshold!r})")
+        if self.threshold < 1:
+            raise SpecError(f"HealthCheck: threshold must be >= 1 (got {self.threshold!r})")
+
+
+@final
+@attrs.frozen
+class ServiceTarget:
+    """The target of a ``ChildSpec.service`` child: builds a fresh service object per start.
+
+    Not called directly: the supervisor calls ``factory()``, then the object's ``run()``,
+    and asks its ``stop()`` first when stopping it.
+    """
+
+    factory: Callable[[], Any]
+
+    async def __call__(self, task_status: Any = None) -> None:  # pragma: no cover
+        raise TypeError("a ServiceTarget is run by its supervisor, not called")
+
+
+def _check_service_factory(name: str, factory: object) -> None:
+    owner = f"ChildSpec {name!r}"
+    if inspect.iscoroutinefunction(factory) or inspect.iscoroutine(factory):
+        if inspect.iscoroutine(factory):
+            factory.close()
+        raise SpecError(
+            f"{owner}: factory must be a plain callable that returns a fresh service object"
+            f" (got {_describe(factory)}); pass the class or a sync function"
+        )
+    if not callable(factory):
+        raise SpecError(f"{owner}: factory must be callable (got {factory!r})")
+    if inspect.isclass(factory):
+        check_service_class(owner, factory)
+
+
+def check_service_class(owner: str, cls: type) -> None:
+    """Check that a service object's class has ``async run()`` and async optional methods."""
+    run = getattr(cls, "run", None)
+    if run is None or not inspect.iscoroutinefunction(run):
+        raise SpecError(
+            f"{owner}: service {cls.__qualname__!r} must define"
+            " 'async def run(self, task_status=trio.TASK_STATUS_IGNORED)'"
+        )
+    for method in ("stop", "check_health"):
+        fn = getattr(cls, method, None)
+        if fn is not None and not inspect.iscoroutinefunction(fn):
+            raise SpecError(
+                f"{owner}: service {cls.__qualname__!r} method {method!r} must be async"
+            )
+
+
+@final
+@attrs.frozen
+class ChildSpec:
+    """How to start and treat one worker child.
+
+    Args:
+      name: unique among siblings, non-empty, without "/".
+      target: an async function, called anew with ``*args`` on every (re)start. If it takes
+        a ``task_status`` parameter it is started with ``nursery.start`` semantics: its next
+        sibling starts only after it called ``task_status.started()``.
+      args: positional arguments for ``target``.
+      restart: when the child is restarted (see ``Restart``).
+      shutdown_timeout: how long a stop may take (seconds). ``0`` cancels at once without
+        asking (OTP's ``brutal_kill``); ``None`` waits without a limit.
+      health: an optional periodic probe.
+      significant: whether this child's exit counts for its supervisor's ``auto_shutdown``.
+
+    Raises:
+      SpecError: for a bad name, a target that is not an async function, negative or NaN
+        times, or ``significant=True`` on a ``PERMANENT`` child.
+
+    Example::
+
+        ChildSpec("scanner", scan, ("/srv",), restart=Restart.TRANSIENT)
+    """
+
+    name: str
+    target: AsyncFunction
+    args: tuple[Any, ...] = ()
+    restart: Restart = attrs.field(default=Restart.PERMANENT, kw_only=True)
+    shutdown_timeout: float | None = attrs.field(default=5.0, kw_only=True)
+    health: HealthCheck | None = attrs.field(default=None, kw_only=True)
+    significant: bool = attrs.field(default=False, kw_only=True)
+    # Derived once here so that every (re)start does not inspect the signature again.
+    takes_task_status: bool = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        _check_name("ChildSpec", self.name)
+        owner = f"ChildSpec {self.name!r}"
+        if not isinstance(self.target, ServiceTarget):
+            _check_async_function(owner, "target", self.target)
+        if not isinstance(self.args, tuple):
+            raise SpecError(f"{owner}: args must be a tuple (got {self.args!r})")
+        if not isinstance(self.restart, Restart):
+            raise SpecError(f"{owner}: restart must be a Restart (got {self.restart!r})")
+        _check_time(owner, "shutdown_timeout", self.shutdown_timeout, allow_none=True)
+        if self.health is not None and not isinstance(self.health, HealthCheck):
+            raise SpecError(f"{owner}: health must be a HealthCheck or None (got {self.health!r})")
+        if self.health is not None and self.health.check is None and not self.is_service:
+            raise SpecError(
+                f"{owner}: health has no check; give HealthCheck(check=...) or use"
+                " ChildSpec.service with a check_health() method"
+            )
+        _check_significant(owner, self.significant, self.restart)
+        takes = isinstance(self.target, ServiceTarget) or _takes_task_status(self.target)
+        object.__setattr__(self, "takes_task_status", takes)
+
+    @property
+    def is_service(self) -> bool:
+        """True for a child built by ``ChildSpec.service``."""
+        return isinstance(self.target, ServiceTarget)
+
+    @classmethod
+    def service(
+        cls,
+        name: str,
+        factory: Callable[[], Any],
+        *,
+        restart: Restart = Restart.PERMANENT,
+        shutdown_timeout: float | None = 5.0,
+        health: HealthCheck | None = None,
+        significant: bool = False,
+    ) -> ChildSpec:
+        """A child built from a service object with ``run()`` and optional ``stop()``.
+
+        ``factory()`` is called on every (re)start, so each run starts from a clean object.
+        The object has ``async def run(self, task_status=trio.TASK_STATUS_IGNORED)``, and
+        optionally ``async def stop(self)`` (awaited first when the child is stopped; then
+        ``run()`` has the rest of ``shutdown_timeout`` to return before it is cancelled) and
+        ``async def check_health(self) -> bool | HealthStatus`` (the probe when ``health``
+        has no ``check``).
+
+        Raises:
+          SpecError: as for ``ChildSpec``, and when ``factory`` is async or, for a class,
+            when it lacks an async ``run``.
+        """
+        _check_name("ChildSpec", name)
+        _check_service_factory(name, factory)
+        return cls(
+            name,
+            ServiceTarget(factory),
+            restart=restart,
+            shutdown_timeout=shutdown_timeout,
+            health=health,
+            significant=significant,
+        )
+
+
+def _check_significant(owner: str, significant: object, restart: Restart) -> None:
+    if not isinstance(significant, bool):
+        raise SpecError(f"{owner}: significant must be a bool (got {significant!r})")
+    if significant and restart is Restart.PERMANENT:
+        raise SpecError(
+            f"{owner}: significant=True needs restart=TRANSIENT or TEMPORARY, because a"
+            " PERMANENT child is always restarted and so never ends its supervisor"
+        )
+
+
+@final
+@attrs.frozen
+class SupervisorSpec:
+    """A supervisor: a nursery of children with a restart strategy and intensity.
+
+    Args:
+      name: the supervisor's name; the root's name is shown by ``render()`` only, as the
+        root's path is ``""``.
+      children: ``ChildSpec`` and nested ``SupervisorSpec`` values, started in this order.
+      strategy: see ``Strategy``.
+      max_restarts: at most this many restarts ...
+      max_seconds: ... within any window of this many seconds; one more and the supervisor
+        stops all its children and exits with ``RestartIntensityExceeded``.
+      backoff: delays between consecutive restarts of a child; ``None`` restarts at once.
+      restart: how this supervisor's parent treats it.
+      auto_shutdown: whether the supervisor stops by itself once its significant children
+        have exited (see ``AutoShutdown``).
+      max_children: most children (static and dynamic) held at once; ``None`` for no limit.
+      shutdown_timeout: how long the parent waits for this supervisor to stop; ``None``
+        (the default) waits without a limit, as its own children carry the limits.
+      significant: whether this supervisor's exit counts for its parent's ``auto_shutdown``.
+
+    Raises:
+      SpecError: for empty or duplicate child names, ``max_restarts < 0``,
+        ``max_seconds <= 0``, significant children under ``AutoShutdown.NEVER``, more
+        static children than ``max_children``, and bad values of the fields above.
+    """
+
+    name: str
+    children: Sequence[ChildSpec | SupervisorSpec] = attrs.field(default=(), converter=tuple)
+    strategy: Strategy = attrs.field(default=Strategy.ONE_FOR_ONE, kw_only=True)
+    max_restarts: int = attrs.field(default=3, kw_only=True)
+    max_seconds: float = attrs.field(default=5.0, kw_only=True)
+    backoff: Backoff | None = attrs.field(factory=Backoff, kw_only=True)
+    restart: Restart = attrs.field(default=Restart.PERMANENT, kw_only=True)
+    auto_shutdown: AutoShutdown = attrs.field(default=AutoShutdown.NEVER, kw_only=True)
+    max_children: int | None = attrs.field(default=None, kw_only=True)
+    shutdown_timeout: float | None = attrs.field(default=None, kw_only=True)
+    significant: bool = attrs.field(default=False, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        _check_name("SupervisorSpec", self.name)
+        owner = f"SupervisorSpec {self.name!r}"
+        if not isinstance(self.strategy, Strategy):
+            raise SpecError(f"{owner}: strategy must be a Strategy (got {self.strategy!r})")
+        if not isinstance(self.restart, Restart):
+            raise SpecError(f"{owner}: restart must be a Restart (got {self.restart!r})")
+        if not isinstance(self.auto_shutdown, AutoShutdown):
+            raise SpecError(
+                f"{owner}: auto_shutdown must be an AutoShutdown (got {self.auto_shutdown!r})"
+            )
+        if isinstance(self.max_restarts, bool) or not isinstance(self.max_restarts, int):
+            raise SpecError(
+                f"{owner}: max_restarts must be an int >= 0 (got {self.max_restarts!r})"
+            )
+        if self.max_restarts < 0:
+            raise SpecError(f"{owner}: max_restarts must be >= 0 (got {self.max_restarts!r})")
+        _check_time(owner, "max_seconds", self.max_seconds, allow_none=False)
+        if self.max_seconds == 0:
+            raise SpecError(f"{owner}: max_seconds must be > 0 (got {self.max_seconds!r})")
+        if self.backoff is not None and not isinstance(self.backoff, Backoff):
+            raise SpecError(f"{owner}: backoff must be a Backoff or None (got {self.backoff!r})")
+        _check_time(owner, "shutdown_timeout", self.shutdown_timeout, allow_none=True)
+        _check_significant(owner, self.significant, self.restart)
+        if self.max_children is not None:
+            if isinstance(self.max_children, bool) or not isinstance(self.max_children, int):
+                raise SpecError(
+                    f"{owner}: max_children must be an int >= 0 or None (got {self.max_children!r})"
+                )
+            if self.max_children < len(self.children):
+                raise SpecError(
+                    f"{owner}: max_children={self.max_children} is less than its"
+                    f" {len(self.children)} static children; raise max_children"
+                )
+        seen: set[str] = set()
+        for child in self.children:
+            if not isinstance(child, ChildSpec | SupervisorSpec):
+                raise SpecError(
+                    f"{owner}: children must be ChildSpec or SupervisorSpec values (got {child!r})"
+                )
+            if child.name in seen:
+                raise SpecError(
+                    f"{owner}: duplicate child name {child.name!r}; sibling names must be unique"
+                )
+            seen.add(child.name)
+            if child.significant and self.auto_shutdown is AutoShutdown.NEVER:
+                raise SpecError(
+                    f"{owner}: child {child.name!r} is significant but auto_shutdown is NEVER;"
+                    " set auto_shutdown=ANY_SIGNIFICANT or ALL_SIGNIFICANT, or drop significant"
+                )

@@ -1,0 +1,503 @@
+"""``supervisor_tree``: run a tree, and the handle to look at it and change it."""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, NoReturn, final
+
+import attrs
+import trio
+
+from ._context import ChildState
+from ._errors import (
+    ChildNotFoundError,
+    ChildStartError,
+    RestartIntensityExceeded,
+    SpecError,
+    SupervisionError,
+)
+from ._events import Event, EventBus, EventKind, EventStream, logger
+from ._health import HealthReport, health_report, walk
+from ._shutdown import Band, Shutdown, ShutdownHook, ShutdownReport
+from ._spec import AutoShutdown, ChildSpec, SupervisorSpec
+from ._supervisor import Child, Supervisor, TreeShared, join_path
+
+#: How many events ``tree.history`` keeps by default.
+DEFAULT_HISTORY_SIZE = 1000
+
+
+@final
+@attrs.frozen
+class ChildInfo:
+    """A snapshot of one child, from ``tree.info()`` and ``tree.children()``.
+
+    Attributes:
+      name, path: the child's name and its path in the tree.
+      kind: ``"worker"`` or ``"supervisor"``.
+      state: its ``ChildState``.
+      restarts: how many times it has been restarted.
+      last_error: the exception of its last abnormal exit, or None.
+      started_at: ``trio.current_time()`` of its last start, or None before it started.
+    """
+
+    name: str
+    path: str
+    kind: str
+    state: ChildState
+    restarts: int
+    last_error: BaseException | None
+    started_at: float | None
+
+
+@final
+@attrs.frozen
+class ChildCounts:
+    """Counts of a supervisor's children, as OTP's ``count_children``.
+
+    Attributes:
+      specs: children the supervisor holds, running or not.
+      active: children running now.
+      workers, supervisors: children of each kind, running or not.
+    """
+
+    specs: int
+    active: int
+    workers: int
+    supervisors: int
+
+
+def _info(child: Child) -> ChildInfo:
+    return ChildInfo(
+        child.spec.name,
+        child.path,
+        child.kind,
+        child.state,
+        child.restarts,
+        child.last_error,
+        child.started_at,
+    )
+
+
+class _NoPublicConstructor(type):
+    def __call__(cls, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError(
+            f"{cls.__module__}.{cls.__qualname__} has no public constructor;"
+            " get one from 'async with supervisor_tree(spec) as tree'"
+        )
+
+    def _create(cls, *args: Any, **kwargs: Any) -> Any:
+        return super().__call__(*args, **kwargs)
+
+
+@final
+class SupervisorTree(metaclass=_NoPublicConstructor):
+    """The handle of a running tree, from ``async with supervisor_tree(spec) as tree``.
+
+    Paths name children below the root: ``"scanner"``, ``"db/pool"``; ``""`` is the root.
+    Unknown paths raise ``ChildNotFoundError`` (a ``LookupError``) naming the nearest
+    existing supervisor and its children.
+    """
+
+    def __init__(
+        self,
+        spec: SupervisorSpec,
+        hooks: Sequence[ShutdownHook],
+        shutdown_deadline: float,
+        history_size: int,
+        rng: random.Random,
+    ) -> None:
+        self._bus = EventBus(history_size)
+        self._shared = TreeShared(self._bus, rng)
+        self._root = Supervisor(spec, "", self._shared)
+        self._shutdown = Shutdown(
+            [ShutdownHook("supervisor", self._stop_root, priority=Band.DRAIN), *hooks],
+            shutdown_deadline,
+            self._bus,
+        )
+        self._body_scope = trio.CancelScope()
+        self._root_scope = trio.CancelScope()
+        # Set when the root has started all its children, or has failed to.
+        self._root_started = trio.Event()
+        # Set when the root supervisor's task has ended, however it ended.
+        self._root_done = trio.Event()
+        # The root's ChildStartError or RestartIntensityExceeded; None otherwise.
+        self._root_error: ChildStartError | RestartIntensityExceeded | None = None
+
+    # ----------------------------------------------------------------------- the runtime
+
+    async def _run_root(self) -> None:
+        started = _EventStatus(self._root_started)
+        try:
+            with self._root_scope:
+                await self._root.run(task_status=started)
+        except (ChildStartError, RestartIntensityExceeded) as exc:
+            self._root_error = exc
+        finally:
+            self._root_started.set()
+            self._root_done.set()
+            if self._root_error is not None:
+                self._trigger(f"root supervisor failed: {self._root_error}")
+            else:
+                self._trigger("root supervisor exited")
+
+    async def _stop_root(self) -> None:
+        self._root.request_stop(EventKind.TERMINATED, f"shutdown ({self._shutdown.reason})")
+        await self._root_done.wait()
+
+    def _trigger(self, reason: str) -> None:
+        if self._shutdown.trigger(reason):
+            self._body_scope.cancel(reason=f"trio_supervise shutdown: {reason}")
+            if not self._root_started.is_set():
+                # Cut the start short: the body never gets to run.
+                self._root.request_stop(EventKind.TERMINATED, f"shutdown ({reason})")
+
+    async def _watch_signals(self, task_status: trio.TaskStatus[None]) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if not self._shutdown.triggered.is_set():
+                    logger.warning(
+                        "received %s: shutting down (send it again to force)",
+                        name,
+                        extra={"path": "", "kind": "SIGNAL"},
+                    )
+                    self._trigger(f"signal {name}")
+                elif not self._shutdown.forced:
+                    logger.warning(
+                        "received %s again: forcing the shutdown",
+                        name,
+                        extra={"path": "", "kind": "SIGNAL"},
+                    )
+                    self._shutdown.force(f"second signal {name}")
+
+    # -------------------------------------------------------------------------- lookups
+
+    def _find(self, path: str) -> tuple[Supervisor, Child]:
+        if not isinstance(path, str) or not path:
+            raise ChildNotFoundError(str(path), "", [c.spec.name for c in self._root.children])
+        supervisor = self._root
+        parts = path.split("/")
+        for depth, part in enumerate(parts):
+            child = supervisor.find(part)
+            if child is None:
+                raise ChildNotFoundError(
+                    path, supervisor.path, [c.spec.name for c in supervisor.children]
+                )
+            if depth == len(parts) - 1:
+                return supervisor, child
+            nested = child.nested
+            if nested is None:
+                raise ChildNotFoundError(path, child.path, [])
+            supervisor = nested
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _supervisor(self, path: str) -> Supervisor:
+        if path == "":
+            return self._root
+        _, child = self._find(path)
+        if child.kind != "supervisor":
+            raise SupervisionError(
+                f"{path!r} is a worker, not a supervisor; pass a supervisor path"
+            )
+        nested = child.nested
+        if nested is None:
+            raise SupervisionError(f"supervisor {path!r} has not started yet")
+        return nested
+
+    # ---------------------------------------------------------------------- introspection
+
+    def children(self, path: str = "") -> list[ChildInfo]:
+        """The children of the supervisor at ``path``, in start order."""
+        return [_info(child) for child in self._supervisor(path).children]
+
+    def info(self, path: str) -> ChildInfo:
+        """A snapshot of the child at ``path`` (``""``: the root supervisor)."""
+        if path == "":
+            return ChildInfo(
+                self._root.spec.name,
+                "",
+                "supervisor",
+                self._root_state(),
+                0,
+                self._root_error,
+                None,
+            )
+        return _info(self._find(path)[1])
+
+    def _root_state(self) -> ChildState:
+        if self._root_done.is_set():
+            return ChildState.STOPPED
+        if self._shutdown.triggered.is_set():
+            return ChildState.STOPPING
+        return ChildState.RUNNING if self._root.accepting else ChildState.STARTING
+
+    def count_children(self, path: str = "") -> ChildCounts:
+        """Counts of the children of the supervisor at ``path``."""
+        children = self._supervisor(path).children
+        active = sum(c.state in (ChildState.RUNNING, ChildState.STARTING) for c in children)
+        supervisors = sum(c.kind == "supervisor" for c in children)
+        return ChildCounts(len(children), active, len(children) - supervisors, supervisors)
+
+    def unstopped(self) -> list[str]:
+        """Paths of children that overran their ``shutdown_timeout`` and still run."""
+        return sorted(self._shared.unstopped)
+
+    def render(self) -> str:
+        """The live tree as indented text: name, kind, state and restarts of each child."""
+        lines = [f"{self._root.spec.name} (supervisor, {self._root_state().value})"]
+        for child in walk(self._root):
+            depth = child.path.count("/") + 1
+            lines.append(
+                f"{'  ' * depth}{child.spec.name} ({child.kind}, {child.state.value},"
+                f" restarts={child.restarts})"
+            )
+        return "\n".join(lines)
+
+    def events(self) -> EventStream:
+        """An async iterator of the events from now on (see ``EventStream``)."""
+        return self._bus.stream()
+
+    @property
+    def history(self) -> list[Event]:
+        """The most recent events (at most ``history_size``), oldest first."""
+        return list(self._bus.history)
+
+    def health(self) -> HealthReport:
+        """The tree's health (see ``HealthReport``)."""
+        return health_report(
+            self._root,
+            started=self._root_started.is_set(),
+            exited=self._root_done.is_set(),
+            failed=self._root_error is not None or self._root.failure is not None,
+            shutting_down=self.shutting_down,
+        )
+
+    # ------------------------------------------------------------------------ operations
+
+    async def start_child(self, spec: ChildSpec | SupervisorSpec, under: str = "") -> ChildInfo:
+        """Add a child to the supervisor at ``under`` and start it.
+
+        Returns once it has started (for a ``task_status`` target, once it called
+        ``started()``), with its info.
+
+        Raises:
+          SupervisionError: the name is taken, the supervisor holds ``max_children``, or it
+            is not running.
+          ChildStartError: the child raised before it started; its spec is not kept.
+          ChildNotFoundError: ``under`` does not exist.
+        """
+        if not isinstance(spec, ChildSpec | SupervisorSpec):
+            raise TypeError(f"start_child takes a ChildSpec or SupervisorSpec (got {spec!r})")
+        supervisor = self._supervisor(under)
+
+        async def start() -> ChildInfo:
+            where = f"supervisor {supervisor.path or '(root)'!r}"
+            if supervisor.find(spec.name) is not None:
+                raise SupervisionError(
+                    f"{where} already has a child named {spec.name!r}; pick another name or"
+                    " delete_child() the old one first"
+                )
+            limit = supervisor.spec.max_children
+            if limit is not None and len(supervisor.children) >= limit:
+                raise SupervisionError(
+                    f"{where} already holds max_children={limit} children; cannot start"
+                    f" {spec.name!r}"
+                )
+            if spec.significant and supervisor.spec.auto_shutdown is AutoShutdown.NEVER:
+                raise SpecError(
+                    f"ChildSpec {spec.name!r} is significant but {where} has auto_shutdown"
+                    " NEVER; drop significant or start it under another supervisor"
+                )
+            child = Child(spec, join_path(supervisor.path, spec.name))
+            supervisor.children.append(child)
+            error = await supervisor.start(child, restarted=False)
+            if error is not None:
+                supervisor.children.remove(child)
+                raise ChildStartError(child.path, error)
+            return _info(child)
+
+        return await supervisor.call(start)
+
+    async def terminate_child(self, path: str) -> None:
+        """Stop the child at ``path`` (§4 of the contract) and keep its spec.
+
+        It stays ``STOPPED`` and no strategy restarts it until ``restart_child``. A
+        temporary child's spec is removed instead, as in OTP.
+        """
+        supervisor, child = self._find(path)
+
+        async def terminate() -> None:
+            child.terminated = True
+            await supervisor.stop_children([child], EventKind.TERMINATED, "terminate_child")
+            child.state = ChildState.STOPPED
+            if child.spec.restart.value == "temporary" and child in supervisor.children:
+                supervisor.remove(child, "temporary child terminated")
+
+        await supervisor.call(terminate)
+
+    async def restart_child(self, path: str) -> ChildInfo:
+        """Stop the child if running (or cancel its pending backoff) and start it now.
+
+        Resets its backoff and its consecutive-failure count; not counted in the restart
+        intensity. Returns once it has started.
+
+        Raises:
+          ChildStartError: it raised before it started; it stays ``STOPPED``.
+        """
+        supervisor, child = self._find(path)
+
+        async def restart() -> ChildInfo:
+            await supervisor.stop_children([child], EventKind.EXITED, "restart_child")
+            supervisor.forget_pending(child)
+            child.terminated = False
+            child.consecutive = 0
+            child.restarts += 1
+            error = await supervisor.start(child, restarted=True)
+            if error is not None:
+                raise ChildStartError(child.path, error)
+            return _info(child)
+
+        return await supervisor.call(restart)
+
+    def delete_child(self, path: str) -> None:
+        """Remove the spec of the stopped child at ``path``.
+
+        Raises:
+          SupervisionError: it is running or waiting to restart; ``terminate_child`` first.
+        """
+        supervisor, child = self._find(path)
+        if child.state is not ChildState.STOPPED:
+            raise SupervisionError(
+                f"cannot delete {path!r}: it is {child.state.value}; terminate_child() it first"
+            )
+        supervisor.remove(child, "delete_child")
+
+    # -------------------------------------------------------------------------- shutdown
+
+    def add_shutdown_hook(
+        self,
+        name: str,
+        fn: Callable[[], Awaitable[object]],
+        *,
+        priority: int,
+        timeout: float | None = None,
+    ) -> ShutdownHook:
+        """Register a hook for the shutdown (see ``ShutdownHook``) and return it."""
+        hook = ShutdownHook(name, fn, priority=priority, timeout=timeout)
+        self._shutdown.add(hook)
+        return hook
+
+    def shutdown(self, reason: str = "requested") -> None:
+        """Start the shutdown from anywhere; returns at once. The body is cancelled."""
+        self._trigger(reason)
+
+    @property
+    def shutting_down(self) -> bool:
+        """True once the shutdown has been decided."""
+        return self._shutdown.triggered.is_set()
+
+    @property
+    def shutdown_report(self) -> ShutdownReport | None:
+        """The report, once the shutdown has run."""
+        return self._shutdown.report
+
+
+@final
+class _EventStatus:
+    """A ``task_status`` that sets an event, for starting a task without ``nursery.start``."""
+
+    def __init__(self, event: trio.Event) -> None:
+        self._event = event
+
+    def started(self, value: object = None) -> None:
+        self._event.set()
+
+
+@asynccontextmanager
+async def supervisor_tree(
+    spec: SupervisorSpec,
+    *,
+    hooks: Sequence[ShutdownHook] = (),
+    shutdown_deadline: float = 30.0,
+    handle_signals: bool = False,
+    history_size: int = DEFAULT_HISTORY_SIZE,
+    rng: random.Random | None = None,
+) -> AsyncIterator[SupervisorTree]:
+    """Run the tree of ``spec`` for the duration of the ``async with`` block.
+
+    The children start in list order (a ``task_status`` target before the next one starts);
+    the body runs once every child has started. When the body ends, normally or by an
+    exception, the shutdown runs: its hooks band by band, with the tree's children stopped
+    by the built-in ``"supervisor"`` hook (band ``DRAIN``) in reverse start order.
+
+    Args:
+      spec: the root supervisor.
+      hooks: shutdown hooks, in addition to those added by ``tree.add_shutdown_hook``.
+      shutdown_deadline: seconds the whole shutdown may take; it runs shielded from
+        outside cancellation, so only this deadline (or a forced shutdown) cuts it short.
+      handle_signals: install SIGINT/SIGTERM handlers (before the first child starts):
+        the first signal starts the shutdown, a second one forces it.
+      history_size: how many events ``tree.history`` keeps.
+      rng: the random source of backoff jitter; pass a seeded one for reproducible runs.
+
+    Shutdown:
+      A shutdown that starts while the body runs (``tree.shutdown()``, a signal, the root
+      supervisor failing or stopping by itself) cancels the body.
+
+    Raises:
+      RestartIntensityExceeded: the root supervisor gave up; raised as itself, after the
+        shutdown ran.
+      ChildStartError: a child of the first start raised before it started.
+      SpecError: ``spec`` is not a ``SupervisorSpec`` or an argument is out of range.
+      Whatever the body raised, unchanged (never wrapped in an exception group), after
+      the shutdown ran.
+
+    Example::
+
+        async with supervisor_tree(SupervisorSpec("app", [ChildSpec("w", work)])) as tree:
+            await trio.sleep_forever()
+    """
+    if not isinstance(spec, SupervisorSpec):
+        raise SpecError(f"supervisor_tree takes a SupervisorSpec (got {spec!r})")
+    if (
+        not isinstance(shutdown_deadline, int | float)
+        or not shutdown_deadline >= 0
+        or (math.isnan(shutdown_deadline))
+    ):
+        raise SpecError(
+            f"supervisor_tree: shutdown_deadline must be >= 0 (got {shutdown_deadline!r})"
+        )
+    if isinstance(history_size, bool) or not isinstance(history_size, int) or history_size < 0:
+        raise SpecError(f"supervisor_tree: history_size must be an int >= 0 (got {history_size!r})")
+    for hook in hooks:
+        if not isinstance(hook, ShutdownHook):
+            raise SpecError(f"supervisor_tree: hooks must be ShutdownHook values (got {hook!r})")
+    tree: SupervisorTree = SupervisorTree._create(
+        spec, hooks, shutdown_deadline, history_size, rng or random.Random()
+    )
+    body_error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        if handle_signals:
+            await nursery.start(tree._watch_signals)
+        nursery.start_soon(tree._run_root)
+        try:
+            await tree._root_started.wait()
+            if tree._root_error is None:
+                with tree._body_scope:
+                    yield tree
+        except BaseException as exc:
+            body_error = exc
+        await tree._shutdown.run()
+        # Past the deadline (or forced), the children that still run are cancelled.
+        tree._root_scope.cancel(reason="trio_supervise shutdown ended")
+        nursery.cancel_scope.cancel(reason="trio_supervise shutdown ended")
+    tree._bus.close()
+    if body_error is not None:
+        raise body_error
+    if tree._root_error is not None:
+        raise tree._root_error
