@@ -1,0 +1,37 @@
+"""Helpers for testing supervision trees in virtual time.
+
+Fake children with a known behaviour, an event recorder with assertions on event
+sequences, and waits for a tree to settle. They all work under
+``trio.testing.MockClock(autojump_threshold=0)`` (pytest-trio's ``autojump_clock``).
+
+This subpackage is not imported by ``import trio_supervise``.
+"""
+
+from ._fakes import FakeCrash as FakeCrash
+from ._fakes import FakeService as FakeService
+from ._fakes import ServiceFactory as ServiceFactory
+from ._fakes import crash_after as crash_after
+from ._fakes import fail_start as fail_start
+from ._fakes import flaky as flaky
+from ._fakes import refuse_stop as refuse_stop
+from ._fakes import return_after as return_after
+from ._fakes import sleeper as sleeper
+from ._fakes import slow_start as slow_start
+from ._fakes import slow_stop as slow_stop
+from ._recorder import EventRecorder as EventRecorder
+from ._recorder import Expected as Expected
+from ._recorder import wait_idle as wait_idle
+from ._recorder import wait_stable as wait_stable
+from ._recorder import wait_state as wait_state
+
+
+def _fixup_module_metadata() -> None:
+    for name, value in list(globals().items()):
+        if not name.startswith("_") and getattr(value, "__module__", "").startswith(
+            "trio_supervise.testing._"
+        ):
+            value.__module__ = __name__
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata
