@@ -119,7 +119,9 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
             self._bus,
         )
         self._body_scope = trio.CancelScope()
-        self._root_scope = trio.CancelScope()
+        # Shielded: cancelling the code around the tree ends the body and starts the
+        # shutdown, which stops the children in order; only the shutdown cancels this.
+        self._root_scope = trio.CancelScope(shield=True)
         # Set when the root has started all its children, or has failed to.
         self._root_started = trio.Event()
         # Set when the root supervisor's task has ended, however it ended.

@@ -1,0 +1,585 @@
+"""The supervisor runtime: start order, policies, strategies, intensity, backoff, stops."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import trio
+import trio.testing
+
+from trio_supervise import (
+    AutoShutdown,
+    Backoff,
+    ChildSpec,
+    ChildStartError,
+    ChildState,
+    EventKind,
+    Restart,
+    RestartIntensityExceeded,
+    Strategy,
+    SupervisorSpec,
+    current_child,
+    supervisor_tree,
+)
+from trio_supervise.testing import (
+    EventRecorder,
+    FakeCrash,
+    ServiceFactory,
+    crash_after,
+    fail_start,
+    return_after,
+    sleeper,
+    slow_start,
+    slow_stop,
+    wait_idle,
+)
+
+NO_BACKOFF = {"backoff": None, "max_restarts": 100, "max_seconds": 1.0}
+
+
+def count_tasks() -> int:
+    def below(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(below(t) for n in task.child_nurseries for t in n.child_tasks)
+
+    return below(trio.lowlevel.current_root_task())  # type: ignore[arg-type]
+
+
+def times(recorder: EventRecorder, kind: EventKind, path: str) -> list[float]:
+    return [event.time for event in recorder.of(kind, path)]
+
+
+async def test_children_start_in_order_and_wait_for_started(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    spec = SupervisorSpec(
+        "app",
+        [
+            ChildSpec("a", slow_start(1.0)),
+            ChildSpec("b", sleeper()),
+            ChildSpec("c", slow_start(2.0)),
+        ],
+    )
+    async with supervisor_tree(spec) as tree:
+        assert trio.current_time() == pytest.approx(3.0)
+        started = [(e.path, e.time) for e in tree.history if e.kind is EventKind.STARTED]
+        assert started == [("a", 1.0), ("b", 1.0), ("c", 3.0)]
+        assert [info.state for info in tree.children()] == [ChildState.RUNNING] * 3
+
+
+async def test_permanent_restarts_after_clean_exit(autojump_clock: trio.testing.MockClock) -> None:
+    spec = SupervisorSpec("app", [ChildSpec("w", return_after(1.0))], **NO_BACKOFF)
+    async with supervisor_tree(spec) as tree:
+        recorder = EventRecorder(tree)
+        await trio.sleep(3.5)
+        assert times(recorder, EventKind.RESTARTED, "w") == [1.0, 2.0, 3.0]
+        assert tree.info("w").restarts == 3
+        assert tree.info("w").last_error is None
+
+
+async def test_transient_restarts_only_after_crash(autojump_clock: trio.testing.MockClock) -> None:
+    spec = SupervisorSpec(
+        "app",
+        [
+            ChildSpec("crashes", crash_after(1.0, starts=1), restart=Restart.TRANSIENT),
+            ChildSpec("returns", return_after(1.0), restart=Restart.TRANSIENT),
+        ],
+        **NO_BACKOFF,
+    )
+    async with supervisor_tree(spec) as tree:
+        await trio.sleep(5)
+        assert tree.info("crashes").restarts == 1
+        assert tree.info("crashes").state is ChildState.RUNNING
+        assert isinstance(tree.info("crashes").last_error, FakeCrash)
+        assert tree.info("returns").restarts == 0
+        assert tree.info("returns").state is ChildState.STOPPED
+
+
+async def test_temporary_is_never_restarted_and_is_removed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    spec = SupervisorSpec(
+        "app",
+        [
+            ChildSpec("once", crash_after(1.0), restart=Restart.TEMPORARY),
+            ChildSpec("stay", sleeper()),
+        ],
+        **NO_BACKOFF,
+    )
+    async with supervisor_tree(spec) as tree:
+        recorder = EventRecorder(tree)
+        await trio.sleep(2)
+        assert [info.name for info in tree.children()] == ["stay"]
+        recorder.assert_exact(EventKind.CRASHED, EventKind.REMOVED, path="once")
+
+
+def three_children(strategy: Strategy) -> SupervisorSpec:
+    return SupervisorSpec(
+        "app",
+        [
+            ChildSpec("a", sleeper()),
+            ChildSpec("b", crash_after(1.0, starts=1)),
+            ChildSpec("c", sleeper()),
+            ChildSpec("d", sleeper()),
+        ],
+        strategy=strategy,
+        **NO_BACKOFF,
+    )
+
+
+def stop_start_order(recorder: EventRecorder) -> list[tuple[str, str]]:
+    kinds = {EventKind.EXITED: "stop", EventKind.CRASHED: "crash", EventKind.RESTARTED: "start"}
+    return [(kinds[e.kind], e.path) for e in recorder.events if e.kind in kinds]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        (Strategy.ONE_FOR_ONE, [("crash", "b"), ("start", "b")]),
+        (
+            Strategy.ONE_FOR_ALL,
+            [
+                ("crash", "b"),
+                ("stop", "d"),
+                ("stop", "c"),
+                ("stop", "a"),
+                ("start", "a"),
+                ("start", "b"),
+                ("start", "c"),
+                ("start", "d"),
+            ],
+        ),
+        (
+            Strategy.REST_FOR_ONE,
+            [
+                ("crash", "b"),
+                ("stop", "d"),
+                ("stop", "c"),
+                ("start", "b"),
+                ("start", "c"),
+                ("start", "d"),
+            ],
+        ),
+    ],
+)
+async def test_strategy_stop_and_start_order(
+    autojump_clock: trio.testing.MockClock, strategy: Strategy, expected: list[tuple[str, str]]
+) -> None:
+    async with supervisor_tree(three_children(strategy)) as tree:
+        recorder = EventRecorder(tree)
+        await trio.sleep(2)
+        assert stop_start_order(recorder) == expected
+        restarted = {info.name: info.restarts for info in tree.children()}
+        assert restarted == {name: int(("start", name) in expected) for name in "abcd"}
+        # A group restart counts once in the intensity.
+        assert len(tree._root.window) == 1
+
+
+async def test_group_restart_removes_temporary_siblings(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    spec = SupervisorSpec(
+        "app",
+        [
+            ChildSpec("a", crash_after(1.0, starts=1)),
+            ChildSpec("temp", sleeper(), restart=Restart.TEMPORARY),
+        ],
+        strategy=Strategy.ONE_FOR_ALL,
+        **NO_BACKOFF,
+    )
+    async with supervisor_tree(spec) as tree:
+        await trio.sleep(2)
+        assert [info.name for info in tree.children()] == ["a"]
+
+
+async def test_group_restart_leaves_terminated_children_stopped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with supervisor_tree(three_children(Strategy.ONE_FOR_ALL)) as tree:
+        await tree.terminate_child("c")
+        await trio.sleep(2)
+        assert tree.info("c").state is ChildState.STOPPED
+        assert tree.info("c").restarts == 0
+        assert tree.info("d").restarts == 1
+
+
+async def test_intensity_allows_exactly_max_restarts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    spec = SupervisorSpec(
+        "app",
+        [ChildSpec("w", crash_after(1.0))],
+        max_restarts=3,
+        max_seconds=5.0,
+        backoff=None,
+    )
+    with pytest.raises(RestartIntensityExceeded) as excinfo:
+        async with supervisor_tree(spec) as tree:
+            await trio.sleep_forever()
+    # Crashes at 1, 2, 3 are restarted; the fourth (at 4) is the fourth in 5 s.
+    assert trio.current_time() == pytest.approx(4.0)
+    error = excinfo.value
+    assert excinfo.type is RestartIntensityExceeded
+    assert (error.path, error.max_restarts, error.max_seconds) == ("", 3, 5.0)
+    assert isinstance(error.__cause__, FakeCrash)
+    assert str(error) == "supervisor '' (the root) gave up: more than 3 restarts within 5 seconds"
+    assert tree.info("w").restarts == 3
+    kinds = [e.kind for e in tree.history]
+    assert kinds.count(EventKind.INTENSITY_EXCEEDED) == 1
+
+
+async def test_intensity_window_slides(autojump_clock: trio.testing.MockClock) -> None:
+    # Crashes every 2.5 s with at most 2 restarts in 4 s: never more than 2 in a window.
+    spec = SupervisorSpec(
+        "app",
+        [ChildSpec("w", crash_after(2.5))],
+        max_restarts=2,
+        max_seconds=4.0,
+        backoff=None,
+    )
+    async with supervisor_tree(spec) as tree:
+        await trio.sleep(101)
+        assert tree.info("w").restarts == 40
+
+
+async def test_intensity_counts_restart_at_window_edge(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Crashes every 2 s, at most 2 restarts in 4 s: the one at t=2 is still in the window at 6.
+    spec = SupervisorSpec(
+        "app",
+        [ChildSpec("w", crash_after(2.0))],
+        max_restarts=2,
+        max_seconds=4.0,
+        backoff=None,
+    )
+    with pytest.raises(RestartIntensityExceeded):
+        async with supervisor_tree(spec):
+            await trio.sleep_forever()
+    assert trio.current_time() == pytest.approx(6.0)
+
+
+async def test_backoff_delays_double_up_to_the_cap(autojump_clock: trio.testing.MockClock) -> None:
+    backoff = Backoff(initial=1.0, maximum=4.0, factor=2.0, jitter=0.0, reset_after=60.0)
+    spec = SupervisorSpec(
+        "app", [ChildSpec("w", crash_after(0.0))], backoff=backoff, max_restarts=100
+    )
+    async with supervisor_tree(spec) as tree:
+        recorder = EventRecorder(tree)
+        await trio.sleep(20)
+        # Crash at 0 -> restart at 1 (+1), 3 (+2), 7 (+4), 11 (+4), 15, 19.
+        assert times(recorder, EventKind.RESTARTED, "w") == [1.0, 3.0, 7.0, 11.0, 15.0, 19.0]
+        details = [e.detail for e in recorder.of(EventKind.RESTART_SCHEDULED, "w")]
+        assert details[:4] == ["in 1.000s", "in 2.000s", "in 4.000s", "in 4.000s"]
+
+
+async def test_backoff_resets_after_a_long_run(autojump_clock: trio.testing.MockClock) -> None:
+    backoff = Backoff(initial=1.0, maximum=100.0, factor=10.0, jitter=0.0, reset_after=5.0)
+    runs = 0
+
+    async def short_then_long() -> None:
+        nonlocal runs
+        runs += 1
+        await trio.sleep(5.0 if runs == 3 else 0.0)
+        raise FakeCrash(f"run {runs}")
+
+    spec = SupervisorSpec(
+        "app", [ChildSpec("w", short_then_long)], backoff=backoff, max_restarts=100
+    )
+    async with supervisor_tree(spec) as tree:
+        recorder = EventRecorder(tree)
+        await trio.sleep(30)
+        delays = [e.detail for e in recorder.of(EventKind.RESTART_SCHEDULED, "w")]
+        # Delays 1, 10; the third run lasts reset_after, so the count starts over: 1, 10, 100.
+        assert delays[:5] == ["in 1.000s", "in 10.000s", "in 1.000s", "in 10.000s", "in 100.000s"]
+
+
+async def test_backoff_jitter_uses_the_seeded_rng(autojump_clock: trio.testing.MockClock) -> None:
+    backoff = Backoff(initial=1.0, maximum=30.0, factor=2.0, jitter=0.5)
+    spec = SupervisorSpec(
+        "app", [ChildSpec("w", crash_after(0.0))], backoff=backoff, max_restarts=100
+    )
+    async with supervisor_tree(spec, rng=random.Random(7)) as tree:
+        recorder = EventRecorder(tree)
+        await trio.sleep(40)
+    expected_rng = random.Random(7)
+    expected = [backoff.delay(n, expected_rng) for n in range(1, 6)]
+    restarted = times(recorder, EventKind.RESTARTED, "w")
+    crashed = times(recorder, EventKind.CRASHED, "w")
+    waits = [r - c for c, r in zip(crashed, restarted, strict=False)]
+    assert waits[:5] == pytest.approx(expected)
+    for n, wait in enumerate(waits[:5], start=1):
+        assert backoff.base_delay(n) <= wait <= backoff.base_delay(n) * 1.5
+
+
+async def test_three_level_escalation(autojump_clock: trio.testing.MockClock) -> None:
+    leaf = SupervisorSpec(
+        "leaf", [ChildSpec("w", crash_after(1.0))], max_restarts=1, max_seconds=10, backoff=None
+    )
+    mid = SupervisorSpec("mid", [leaf], max_restarts=1, max_seconds=100, backoff=None)
+    root = SupervisorSpec("root", [mid], max_restarts=1, max_seconds=1000, backoff=None)
+    with pytest.raises(RestartIntensityExceeded) as excinfo:
+        async with supervisor_tree(root) as tree:
+            await trio.sleep_forever()
+    # leaf gives up at 2 (2nd crash); mid restarts it; it gives up again at 4; mid gives up;
+    # root restarts mid; the same again until 8, when root gives up.
+    assert trio.current_time() == pytest.approx(8.0)
+    assert excinfo.value.path == ""
+    mid_error = excinfo.value.__cause__
+    assert isinstance(mid_error, RestartIntensityExceeded)
+    assert mid_error.path == "mid"
+    leaf_error = mid_error.__cause__
+    assert isinstance(leaf_error, RestartIntensityExceeded)
+    assert leaf_error.path == "mid/leaf"
+    assert isinstance(leaf_error.__cause__, FakeCrash)
+    gave_up = [(e.path, e.time) for e in tree.history if e.kind is EventKind.INTENSITY_EXCEEDED]
+    assert gave_up == [
+        ("mid/leaf", 2.0),
+        ("mid/leaf", 4.0),
+        ("mid", 4.0),
+        ("mid/leaf", 6.0),
+        ("mid/leaf", 8.0),
+        ("mid", 8.0),
+        ("", 8.0),
+    ]
+
+
+async def test_leaving_the_block_stops_children_in_reverse_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    nested = SupervisorSpec("db", [ChildSpec("pool", sleeper()), ChildSpec("cache", sleeper())])
+    spec = SupervisorSpec("app", [ChildSpec("a", sleeper()), nested, ChildSpec("z", sleeper())])
+    tasks_before = count_tasks()
+    async with supervisor_tree(spec) as tree:
+        recorder = EventRecorder(tree)
+        assert count_tasks() > tasks_before
+    terminated = [e.path for e in recorder.of(EventKind.TERMINATED)]
+    assert terminated == ["z", "db/cache", "db/pool", "db", "a"]
+    assert count_tasks() == tasks_before
+
+
+async def test_stop_timeout_for_a_child_that_shields_itself(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    spec = SupervisorSpec(
+        "app",
+        [
+            ChildSpec("first", slow_stop(1.0), shutdown_timeout=5.0),
+            ChildSpec("stubborn", slow_stop(10.0), shutdown_timeout=2.0),
+            ChildSpec("last", slow_stop(1.0), shutdown_timeout=5.0),
+        ],
+    )
+    seen_unstopped: list[list[str]] = []
+    async with supervisor_tree(spec) as tree:
+        recorder = EventRecorder(tree)
+
+        async def watch() -> None:
+            await recorder.wait_for(EventKind.STOP_TIMEOUT)
+            seen_unstopped.append(tree.unstopped())
+
+        tree.add_shutdown_hook("watch", watch, priority=10)
+    # last stops at 1; stubborn overruns its 2 s at 3 and the supervisor moves on to first,
+    # which stops at 4; then it waits for stubborn, which finishes its clean-up at 11.
+    children = ("first", "stubborn", "last")
+    assert [(e.kind, e.path, e.time) for e in recorder.events if e.path in children] == [
+        (EventKind.TERMINATED, "last", 1.0),
+        (EventKind.STOP_TIMEOUT, "stubborn", 3.0),
+        (EventKind.TERMINATED, "first", 4.0),
+        (EventKind.TERMINATED, "stubborn", 11.0),
+    ]
+    assert seen_unstopped == [["stubborn"]]
+    assert tree.unstopped() == []
+    assert trio.current_time() == pytest.approx(11.0)
+
+
+async def test_plain_child_sees_stop_requested_then_cancel(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    seen: list[tuple[bool, float]] = []
+
+    async def worker() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            seen.append((current_child().stop_requested.is_set(), trio.current_time()))
+
+    spec = SupervisorSpec(
+        "app", [ChildSpec("w", worker), ChildSpec("brutal", worker, shutdown_timeout=0)]
+    )
+    async with supervisor_tree(spec) as tree:
+        await trio.sleep(1)
+        await tree.terminate_child("brutal")
+        await tree.terminate_child("w")
+    # shutdown_timeout=0 skips the asking.
+    assert seen == [(False, 1.0), (True, 1.0)]
+
+
+async def test_service_is_asked_to_stop_before_it_is_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    polite = ServiceFactory(stop_takes=1.0, exits_after_stop=1.0)
+    stubborn = ServiceFactory(stop_takes=1.0, exits_after_stop=None)
+    spec = SupervisorSpec(
+        "app",
+        [
+            ChildSpec.service("polite", polite, shutdown_timeout=5.0),
+            ChildSpec.service("stubborn", stubborn, shutdown_timeout=3.0),
+        ],
+    )
+    async with supervisor_tree(spec) as tree:
+        recorder = EventRecorder(tree)
+    assert stubborn.made[0].calls == ["run", "started", "stop", "cancelled"]
+    assert polite.made[0].calls == ["run", "started", "stop", "stopped"]
+    events = [(e.kind, e.path, e.time) for e in recorder.events if e.path in ("polite", "stubborn")]
+    assert events == [
+        (EventKind.STOP_TIMEOUT, "stubborn", 3.0),
+        (EventKind.TERMINATED, "stubborn", 3.0),
+        (EventKind.TERMINATED, "polite", 5.0),
+    ]
+
+
+async def test_service_gets_a_fresh_object_on_every_restart(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    factory = ServiceFactory(start_takes=1.0)
+    spec = SupervisorSpec("app", [ChildSpec.service("svc", factory)])
+    async with supervisor_tree(spec) as tree:
+        assert trio.current_time() == pytest.approx(1.0)
+        await tree.restart_child("svc")
+        await tree.restart_child("svc")
+        assert len(factory.made) == 3
+        assert len({id(service) for service in factory.made}) == 3
+
+
+async def test_first_start_failure_stops_started_children_and_raises(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    boom = FakeCrash("no database")
+    spec = SupervisorSpec(
+        "app",
+        [
+            ChildSpec("a", sleeper()),
+            ChildSpec("b", fail_start(1.0, boom)),
+            ChildSpec("c", sleeper()),
+        ],
+    )
+    entered = False
+    with pytest.raises(ChildStartError) as excinfo:
+        async with supervisor_tree(spec):
+            entered = True
+    assert not entered
+    assert excinfo.type is ChildStartError
+    assert excinfo.value.path == "b"
+    assert excinfo.value.__cause__ is boom
+    assert str(excinfo.value) == "child 'b' failed to start: it raised FakeCrash: no database"
+
+
+async def test_failed_restart_counts_as_a_crash(autojump_clock: trio.testing.MockClock) -> None:
+    runs = 0
+
+    async def starts_once(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        nonlocal runs
+        runs += 1
+        if runs > 1:
+            raise FakeCrash(f"start {runs} failed")
+        task_status.started()
+        await trio.sleep(1)
+        raise FakeCrash("crashed")
+
+    spec = SupervisorSpec(
+        "app", [ChildSpec("w", starts_once)], max_restarts=3, max_seconds=10, backoff=None
+    )
+    with pytest.raises(RestartIntensityExceeded) as excinfo:
+        async with supervisor_tree(spec):
+            await trio.sleep_forever()
+    assert runs == 4
+    assert str(excinfo.value.__cause__) == "start 4 failed"
+
+
+@pytest.mark.parametrize(
+    ("mode", "stops_at"), [(AutoShutdown.ANY_SIGNIFICANT, 1.0), (AutoShutdown.ALL_SIGNIFICANT, 3.0)]
+)
+async def test_auto_shutdown(
+    autojump_clock: trio.testing.MockClock, mode: AutoShutdown, stops_at: float
+) -> None:
+    spec = SupervisorSpec(
+        "app",
+        [
+            ChildSpec("job1", return_after(1.0), restart=Restart.TRANSIENT, significant=True),
+            ChildSpec("job2", return_after(3.0), restart=Restart.TEMPORARY, significant=True),
+            ChildSpec("helper", sleeper()),
+        ],
+        auto_shutdown=mode,
+    )
+    async with supervisor_tree(spec) as tree:
+        await trio.sleep_forever()
+    assert trio.current_time() == pytest.approx(stops_at)
+    assert tree.shutdown_report is not None
+    assert tree.shutdown_report.reason == "root supervisor exited"
+
+
+async def test_nested_auto_shutdown_is_a_clean_exit_for_the_parent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    batch = SupervisorSpec(
+        "batch",
+        [ChildSpec("job", return_after(2.0), restart=Restart.TRANSIENT, significant=True)],
+        auto_shutdown=AutoShutdown.ANY_SIGNIFICANT,
+        restart=Restart.TRANSIENT,
+    )
+    spec = SupervisorSpec("app", [batch, ChildSpec("web", sleeper())])
+    async with supervisor_tree(spec) as tree:
+        await trio.sleep(5)
+        assert tree.info("batch").state is ChildState.STOPPED
+        assert tree.info("batch").restarts == 0
+        assert tree.info("batch").last_error is None
+        assert tree.health().children["batch"].status.value == "healthy"
+
+
+async def test_body_exception_comes_out_unwrapped_after_the_stop(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    spec = SupervisorSpec("app", [ChildSpec("w", slow_stop(2.0))])
+    with pytest.raises(KeyError) as excinfo:
+        async with supervisor_tree(spec) as tree:
+            raise KeyError("from the body")
+    assert excinfo.type is KeyError
+    assert tree.info("w").state is ChildState.STOPPED
+    assert trio.current_time() == pytest.approx(2.0)
+
+
+async def test_outer_cancellation_is_not_swallowed(autojump_clock: trio.testing.MockClock) -> None:
+    spec = SupervisorSpec("app", [ChildSpec("w", slow_stop(1.0))])
+    with trio.move_on_after(5) as outer:
+        async with supervisor_tree(spec) as tree:
+            await trio.sleep_forever()
+    assert outer.cancelled_caught
+    # The shutdown is shielded: the child's 1 s clean-up ran past the outer deadline.
+    assert trio.current_time() == pytest.approx(6.0)
+    assert tree.info("w").state is ChildState.STOPPED
+
+
+async def test_crash_of_child_nursery_with_cancelled_sibling_is_a_crash(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def with_nursery() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+            await trio.sleep(1)
+            raise FakeCrash("inner")
+
+    spec = SupervisorSpec("app", [ChildSpec("w", with_nursery)], **NO_BACKOFF)
+    async with supervisor_tree(spec) as tree:
+        recorder = EventRecorder(tree)
+        await trio.sleep(1.5)
+        crashed = recorder.of(EventKind.CRASHED, "w")
+        assert len(crashed) == 1
+        assert isinstance(crashed[0].error, ExceptionGroup)
+        assert tree.info("w").state is ChildState.RUNNING
+
+
+async def test_idle_tree_waits_without_spinning(autojump_clock: trio.testing.MockClock) -> None:
+    spec = SupervisorSpec("app", [ChildSpec("w", sleeper())])
+    async with supervisor_tree(spec) as tree:
+        await wait_idle(tree)
+        assert trio.current_time() == 0.0
