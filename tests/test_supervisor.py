@@ -35,7 +35,14 @@ from trio_supervise.testing import (
     wait_idle,
 )
 
-NO_BACKOFF = {"backoff": None, "max_restarts": 100, "max_seconds": 1.0}
+
+def fast(
+    children: list[ChildSpec | SupervisorSpec], strategy: Strategy = Strategy.ONE_FOR_ONE
+) -> SupervisorSpec:
+    """A root that restarts at once and tolerates 100 restarts a second."""
+    return SupervisorSpec(
+        "app", children, strategy=strategy, backoff=None, max_restarts=100, max_seconds=1.0
+    )
 
 
 def count_tasks() -> int:
@@ -68,7 +75,7 @@ async def test_children_start_in_order_and_wait_for_started(
 
 
 async def test_permanent_restarts_after_clean_exit(autojump_clock: trio.testing.MockClock) -> None:
-    spec = SupervisorSpec("app", [ChildSpec("w", return_after(1.0))], **NO_BACKOFF)
+    spec = fast([ChildSpec("w", return_after(1.0))])
     async with supervisor_tree(spec) as tree:
         recorder = EventRecorder(tree)
         await trio.sleep(3.5)
@@ -78,13 +85,11 @@ async def test_permanent_restarts_after_clean_exit(autojump_clock: trio.testing.
 
 
 async def test_transient_restarts_only_after_crash(autojump_clock: trio.testing.MockClock) -> None:
-    spec = SupervisorSpec(
-        "app",
+    spec = fast(
         [
             ChildSpec("crashes", crash_after(1.0, starts=1), restart=Restart.TRANSIENT),
             ChildSpec("returns", return_after(1.0), restart=Restart.TRANSIENT),
         ],
-        **NO_BACKOFF,
     )
     async with supervisor_tree(spec) as tree:
         await trio.sleep(5)
@@ -98,13 +103,11 @@ async def test_transient_restarts_only_after_crash(autojump_clock: trio.testing.
 async def test_temporary_is_never_restarted_and_is_removed(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    spec = SupervisorSpec(
-        "app",
+    spec = fast(
         [
             ChildSpec("once", crash_after(1.0), restart=Restart.TEMPORARY),
             ChildSpec("stay", sleeper()),
         ],
-        **NO_BACKOFF,
     )
     async with supervisor_tree(spec) as tree:
         recorder = EventRecorder(tree)
@@ -114,16 +117,14 @@ async def test_temporary_is_never_restarted_and_is_removed(
 
 
 def three_children(strategy: Strategy) -> SupervisorSpec:
-    return SupervisorSpec(
-        "app",
+    return fast(
         [
             ChildSpec("a", sleeper()),
             ChildSpec("b", crash_after(1.0, starts=1)),
             ChildSpec("c", sleeper()),
             ChildSpec("d", sleeper()),
         ],
-        strategy=strategy,
-        **NO_BACKOFF,
+        strategy,
     )
 
 
@@ -178,14 +179,12 @@ async def test_strategy_stop_and_start_order(
 async def test_group_restart_removes_temporary_siblings(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    spec = SupervisorSpec(
-        "app",
+    spec = fast(
         [
             ChildSpec("a", crash_after(1.0, starts=1)),
             ChildSpec("temp", sleeper(), restart=Restart.TEMPORARY),
         ],
-        strategy=Strategy.ONE_FOR_ALL,
-        **NO_BACKOFF,
+        Strategy.ONE_FOR_ALL,
     )
     async with supervisor_tree(spec) as tree:
         await trio.sleep(2)
@@ -568,7 +567,7 @@ async def test_crash_of_child_nursery_with_cancelled_sibling_is_a_crash(
             await trio.sleep(1)
             raise FakeCrash("inner")
 
-    spec = SupervisorSpec("app", [ChildSpec("w", with_nursery)], **NO_BACKOFF)
+    spec = fast([ChildSpec("w", with_nursery)])
     async with supervisor_tree(spec) as tree:
         recorder = EventRecorder(tree)
         await trio.sleep(1.5)

@@ -10,7 +10,7 @@ import enum
 import inspect
 import math
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, final
 
 import attrs
@@ -385,6 +385,12 @@ def _check_significant(owner: str, significant: object, restart: Restart) -> Non
         )
 
 
+def _children_tuple(
+    children: Iterable[ChildSpec | SupervisorSpec],
+) -> tuple[ChildSpec | SupervisorSpec, ...]:
+    return tuple(children)
+
+
 @final
 @attrs.frozen
 class SupervisorSpec:
@@ -414,7 +420,9 @@ class SupervisorSpec:
     """
 
     name: str
-    children: Sequence[ChildSpec | SupervisorSpec] = attrs.field(default=(), converter=tuple)
+    children: Sequence[ChildSpec | SupervisorSpec] = attrs.field(
+        default=(), converter=_children_tuple
+    )
     strategy: Strategy = attrs.field(default=Strategy.ONE_FOR_ONE, kw_only=True)
     max_restarts: int = attrs.field(default=3, kw_only=True)
     max_seconds: float = attrs.field(default=5.0, kw_only=True)
