@@ -53,6 +53,8 @@ class TreeShared:
 
     bus: EventBus
     rng: random.Random
+    # Woken on every change of a child's state, for waits in tests and tools.
+    changed: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
     # Paths of runs that overran their shutdown_timeout and have not exited yet.
     unstopped: dict[str, Run] = attrs.field(factory=dict)
 
@@ -91,7 +93,8 @@ class Child:
 
     spec: ChildSpec | SupervisorSpec
     path: str
-    state: ChildState = ChildState.STOPPED
+    changed: trio.lowlevel.ParkingLot
+    _state: ChildState = ChildState.STOPPED
     restarts: int = 0
     # Consecutive restarts since the child last ran for backoff.reset_after: the n of backoff.
     consecutive: int = 0
@@ -107,6 +110,15 @@ class Child:
     restart_due: float | None = None
     health: HealthStatus = HealthStatus.HEALTHY
     health_failures: int = 0
+
+    @property
+    def state(self) -> ChildState:
+        return self._state
+
+    @state.setter
+    def state(self, state: ChildState) -> None:
+        self._state = state
+        self.changed.unpark_all()
 
     @property
     def kind(self) -> str:
@@ -176,7 +188,8 @@ class Supervisor:
         self.path = path
         self.shared = shared
         self.children: list[Child] = [
-            Child(child_spec, join_path(path, child_spec.name)) for child_spec in spec.children
+            Child(child_spec, join_path(path, child_spec.name), shared.changed)
+            for child_spec in spec.children
         ]
         self.window = RestartWindow(spec.max_restarts, spec.max_seconds)
         self._inbox_send, self._inbox = trio.open_memory_channel[Any](math.inf)

@@ -260,6 +260,10 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
             )
         return "\n".join(lines)
 
+    async def wait_changed(self) -> None:
+        """Wait until any child's state changes (for tests and tools that watch the tree)."""
+        await self._shared.changed.park()
+
     def events(self) -> EventStream:
         """An async iterator of the events from now on (see ``EventStream``)."""
         return self._bus.stream()
@@ -315,7 +319,7 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
                     f"ChildSpec {spec.name!r} is significant but {where} has auto_shutdown"
                     " NEVER; drop significant or start it under another supervisor"
                 )
-            child = Child(spec, join_path(supervisor.path, spec.name))
+            child = Child(spec, join_path(supervisor.path, spec.name), self._shared.changed)
             supervisor.children.append(child)
             error = await supervisor.start(child, restarted=False)
             if error is not None:

@@ -132,19 +132,19 @@ async def wait_idle(tree: SupervisorTree) -> None:
 
     Every task is blocked and no child is starting or stopping. Children waiting for their
     backoff (``RESTARTING``) count as idle: only time moves them on. Under an autojump
-    ``MockClock`` this returns before the clock jumps.
+    ``MockClock`` this returns before the clock jumps when it can.
     """
     while True:
         await trio.testing.wait_all_tasks_blocked()
         if not _busy(tree):
             return
-        await trio.lowlevel.checkpoint()
+        await tree.wait_changed()
 
 
-async def wait_stable(tree: SupervisorTree, *, poll: float = 0.001) -> None:
+async def wait_stable(tree: SupervisorTree) -> None:
     """Wait until every child is ``RUNNING`` or ``STOPPED``: pending restarts are done.
 
-    Virtual time passes (polling every ``poll`` seconds) until then.
+    Virtual time passes until then.
     """
 
     def unsettled(path: str = "") -> bool:
@@ -159,16 +159,12 @@ async def wait_stable(tree: SupervisorTree, *, poll: float = 0.001) -> None:
                 return True
         return False
 
-    await wait_idle(tree)
     while unsettled():
-        await trio.sleep(poll)
-        await wait_idle(tree)
+        await tree.wait_changed()
+    await trio.testing.wait_all_tasks_blocked()
 
 
-async def wait_state(
-    tree: SupervisorTree, path: str, state: ChildState, *, poll: float = 0.001
-) -> None:
+async def wait_state(tree: SupervisorTree, path: str, state: ChildState) -> None:
     """Wait until the child at ``path`` is in ``state`` (virtual time passes meanwhile)."""
-    # Polling costs nothing in virtual time, and keeps the hot path free of notifications.
-    while tree.info(path).state is not state:  # noqa: ASYNC110
-        await trio.sleep(poll)
+    while tree.info(path).state is not state:
+        await tree.wait_changed()
