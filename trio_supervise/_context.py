@@ -41,7 +41,14 @@ class ChildContext:
     name: str
     path: str
     restarts: int
-    stop_requested: trio.Event = attrs.field(factory=trio.Event)
+    # Made on first use: most runs end without anyone asking.
+    _stop_requested: trio.Event | None = attrs.field(default=None, init=False)
+
+    @property
+    def stop_requested(self) -> trio.Event:
+        if self._stop_requested is None:
+            self._stop_requested = trio.Event()
+        return self._stop_requested
 
 
 _current: ContextVar[ChildContext] = ContextVar("trio_supervise.current_child")

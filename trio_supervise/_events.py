@@ -13,9 +13,23 @@ import attrs
 import trio
 
 logger = logging.getLogger("trio_supervise")
-# A library's loggers get a NullHandler so that, with logging unconfigured, Python's
-# last-resort handler does not print our warnings; configuring output is the app's job.
-logger.addHandler(logging.NullHandler())
+
+
+def log(
+    level: int,
+    message: str,
+    *args: object,
+    path: str,
+    kind: str,
+    exc_info: BaseException | bool | None = None,
+) -> None:
+    """Log through the ``trio_supervise`` logger with ``path`` and ``kind`` as extra fields.
+
+    With no handler anywhere (logging not configured) nothing is built: nobody would read
+    it, and Python's last-resort handler would otherwise print our warnings to stderr.
+    """
+    if logger.isEnabledFor(level) and logger.hasHandlers():
+        logger.log(level, message, *args, exc_info=exc_info, extra={"path": path, "kind": kind})
 
 
 class EventKind(enum.Enum):
@@ -153,21 +167,27 @@ class EventBus:
         restarts: int = 0,
         error: BaseException | None = None,
         detail: str = "",
+        time: float | None = None,
     ) -> Event:
-        event = Event(kind, path, trio.current_time(), restarts, error, detail)
+        """Record, stream and log an event; ``time`` defaults to now."""
+        if time is None:
+            time = trio.current_time()
+        event = Event(kind, path, time, restarts, error, detail)
         self.history.append(event)
-        for stream in self.streams:
-            stream._push(event)
+        if self.streams:
+            for stream in self.streams:
+                stream._push(event)
         level = _LEVELS.get(kind, logging.INFO)
-        if logger.isEnabledFor(level):
-            logger.log(
+        if logger.isEnabledFor(level):  # checked here too: the hot path skips the call
+            log(
                 level,
                 "%s %s%s",
                 kind.name,
                 path or "(root)",
                 f": {detail}" if detail else "",
+                path=path,
+                kind=kind.name,
                 exc_info=error if kind is EventKind.CRASHED else None,
-                extra={"path": path, "kind": kind.name, "restarts": restarts},
             )
         return event
 

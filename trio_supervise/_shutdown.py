@@ -11,7 +11,7 @@ import attrs
 import trio
 
 from ._errors import SpecError
-from ._events import EventBus, EventKind, logger
+from ._events import EventBus, EventKind, log
 from ._spec import _check_async_function, _check_time
 
 
@@ -201,7 +201,7 @@ class Shutdown:
             detail=f"{'ok' if report.ok else 'not ok'} in {report.duration:.3f}s",
         )
         level = logging.INFO if report.ok else logging.WARNING
-        logger.log(level, "%s", report.format(), extra={"path": "", "kind": "SHUTDOWN_REPORT"})
+        log(level, "%s", report.format(), path="", kind="SHUTDOWN_REPORT")
         return report
 
     async def _run_hook(

@@ -10,6 +10,7 @@ import enum
 import inspect
 import math
 import random
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, final
 
@@ -67,6 +68,8 @@ class HealthStatus(enum.Enum):
     UNHEALTHY = "unhealthy"
 
 
+_LOG_FLOAT_MAX = math.log(sys.float_info.max)
+
 AsyncFunction = Callable[..., Awaitable[Any]]
 HealthProbe = Callable[[], Awaitable["bool | HealthStatus"]]
 
@@ -122,6 +125,16 @@ def _check_time(owner: str, field: str, value: float | None, *, allow_none: bool
         raise SpecError(f"{owner}: {field} must be {rule} (got {value!r})")
 
 
+def _check_positive(owner: str, field: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or math.isnan(value)
+        or value <= 0
+    ):
+        raise SpecError(f"{owner}: {field} must be > 0 (got {value!r})")
+
+
 def _check_name(kind: str, name: object) -> None:
     if not isinstance(name, str) or not name:
         raise SpecError(f"{kind}: name must be a non-empty string (got {name!r})")
@@ -160,17 +173,22 @@ class Backoff:
     reset_after: float = 60.0
 
     def __attrs_post_init__(self) -> None:
-        for field in ("initial", "maximum", "reset_after", "factor", "jitter"):
+        for field in ("initial", "maximum", "reset_after"):
             _check_time("Backoff", field, getattr(self, field), allow_none=False)
         if self.initial > self.maximum:
             raise SpecError(
                 f"Backoff: initial must be <= maximum (got initial={self.initial!r},"
                 f" maximum={self.maximum!r}); raise maximum or lower initial"
             )
-        if not 1 <= self.factor < math.inf:
-            raise SpecError(f"Backoff: factor must be >= 1 and finite (got {self.factor!r})")
-        if not 0 <= self.jitter <= 1:
-            raise SpecError(f"Backoff: jitter must be within [0, 1] (got {self.jitter!r})")
+        factor, jitter = self.factor, self.jitter
+        if (
+            isinstance(factor, bool)
+            or not isinstance(factor, int | float)
+            or not 1 <= factor < math.inf
+        ):
+            raise SpecError(f"Backoff: factor must be >= 1 and finite (got {factor!r})")
+        if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter <= 1:
+            raise SpecError(f"Backoff: jitter must be within [0, 1] (got {jitter!r})")
 
     def base_delay(self, attempt: int) -> float:
         """The un-jittered delay before the ``attempt``-th consecutive restart (1-based)."""
@@ -178,10 +196,9 @@ class Backoff:
             raise ValueError(f"attempt must be >= 1 (got {attempt})")
         if self.initial == 0:
             return 0.0
-        # Compare exponents rather than computing factor**n, which overflows for long runs.
-        if self.factor > 1 and (attempt - 1) * math.log(self.factor) >= math.log(
-            self.maximum / self.initial
-        ):
+        # factor**n overflows (OverflowError) past the float range; any growth that large is
+        # past every finite maximum. initial * factor**n may still be inf, which min() caps.
+        if (attempt - 1) * math.log(self.factor) > _LOG_FLOAT_MAX:
             return self.maximum
         return min(self.maximum, self.initial * self.factor ** (attempt - 1))
 
@@ -221,10 +238,7 @@ class HealthCheck:
         if self.check is not None:
             _check_async_function("HealthCheck", "check", self.check)
         for field in ("interval", "timeout"):
-            value = getattr(self, field)
-            _check_time("HealthCheck", field, value, allow_none=False)
-            if value == 0:
-                raise SpecError(f"HealthCheck: {field} must be > 0 (got {value!r})")
+            _check_positive("HealthCheck", field, getattr(self, field))
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, int):
             raise SpecError(f"HealthCheck: threshold must be an int >= 1 (got {self.threshold!r})")
         if self.threshold < 1:
@@ -450,9 +464,7 @@ class SupervisorSpec:
             )
         if self.max_restarts < 0:
             raise SpecError(f"{owner}: max_restarts must be >= 0 (got {self.max_restarts!r})")
-        _check_time(owner, "max_seconds", self.max_seconds, allow_none=False)
-        if self.max_seconds == 0:
-            raise SpecError(f"{owner}: max_seconds must be > 0 (got {self.max_seconds!r})")
+        _check_positive(owner, "max_seconds", self.max_seconds)
         if self.backoff is not None and not isinstance(self.backoff, Backoff):
             raise SpecError(f"{owner}: backoff must be a Backoff or None (got {self.backoff!r})")
         _check_time(owner, "shutdown_timeout", self.shutdown_timeout, allow_none=True)
@@ -461,6 +473,10 @@ class SupervisorSpec:
             if isinstance(self.max_children, bool) or not isinstance(self.max_children, int):
                 raise SpecError(
                     f"{owner}: max_children must be an int >= 0 or None (got {self.max_children!r})"
+                )
+            if self.max_children < 0:
+                raise SpecError(
+                    f"{owner}: max_children must be >= 0 or None (got {self.max_children!r})"
                 )
             if self.max_children < len(self.children):
                 raise SpecError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import math
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -27,7 +28,7 @@ from ._errors import (
     RestartIntensityExceeded,
     SupervisionError,
 )
-from ._events import EventBus, EventKind, logger
+from ._events import EventBus, EventKind, log
 from ._policy import RestartWindow, auto_shutdown_due, restart_group, should_restart
 from ._spec import (
     ChildSpec,
@@ -35,6 +36,7 @@ from ._spec import (
     HealthStatus,
     Restart,
     ServiceTarget,
+    Strategy,
     SupervisorSpec,
     check_service_class,
 )
@@ -118,7 +120,8 @@ class Child:
     @state.setter
     def state(self, state: ChildState) -> None:
         self._state = state
-        self.changed.unpark_all()
+        if self.changed:  # somebody waits for a change
+            self.changed.unpark_all()
 
     @property
     def kind(self) -> str:
@@ -192,6 +195,7 @@ class Supervisor:
             for child_spec in spec.children
         ]
         self.window = RestartWindow(spec.max_restarts, spec.max_seconds)
+        self._reset_after = spec.backoff.reset_after if spec.backoff is not None else math.inf
         self._inbox_send, self._inbox = trio.open_memory_channel[Any](math.inf)
         self._pending: list[_Pending] = []
         self._nursery: trio.Nursery | None = None
@@ -335,10 +339,11 @@ class Supervisor:
         child.state = ChildState.STARTING
         child.restart_due = None
         child.gone = False
-        run.started_at = trio.current_time()
+        run.started_at = now = trio.current_time()
         if isinstance(spec, SupervisorSpec):
             run.nested = Supervisor(spec, child.path, self.shared)
-        if isinstance(spec, SupervisorSpec) or spec.takes_task_status:
+        startable = isinstance(spec, SupervisorSpec) or spec.takes_task_status
+        if startable:
             self._starting = run
             try:
                 await self._nursery.start(self._run_child, run)
@@ -356,10 +361,10 @@ class Supervisor:
         if not run.done.is_set():
             child.state = ChildState.RUNNING
         child.started_at = run.started_at
-        if restarted:
-            bus.emit(EventKind.RESTARTED, child.path, child.restarts)
-        else:
-            bus.emit(EventKind.STARTED, child.path, child.restarts)
+        if startable:
+            now = trio.current_time()  # it took its time to call started()
+        kind = EventKind.RESTARTED if restarted else EventKind.STARTED
+        bus.emit(kind, child.path, child.restarts, time=now)
         health = spec.health if isinstance(spec, ChildSpec) else None
         if health is not None:
             child.health = HealthStatus.HEALTHY
@@ -408,7 +413,8 @@ class Supervisor:
             run.done.set()
             if run.probe_scope is not None:
                 run.probe_scope.cancel()
-            self.shared.unstopped.pop(child.path, None)
+            if self.shared.unstopped:
+                self.shared.unstopped.pop(child.path, None)
         self._report_exit(run)
         if not run.started:
             task_status.started()
@@ -457,13 +463,10 @@ class Supervisor:
         if not should_restart(policy, abnormal):
             self._not_restarted(child)
             return
-        if run.started and trio.current_time() - run.started_at >= self._reset_after():
+        now = trio.current_time()
+        if run.started and now - run.started_at >= self._reset_after:
             child.consecutive = 0
-        await self._restart(child, run.error)
-
-    def _reset_after(self) -> float:
-        backoff = self.spec.backoff
-        return backoff.reset_after if backoff is not None else math.inf
+        await self._restart(child, run.error, now)
 
     def _not_restarted(self, child: Child) -> None:
         if child.spec.restart is Restart.TEMPORARY:
@@ -492,11 +495,14 @@ class Supervisor:
             self._significant_removed += 1
         self.shared.bus.emit(EventKind.REMOVED, child.path, child.restarts, detail=why)
 
-    async def _restart(self, failed: Child, error: BaseException | None) -> None:
-        """Restart ``failed`` and its strategy group, within the intensity, after backoff."""
+    async def _restart(self, failed: Child, error: BaseException | None, now: float) -> None:
+        """Restart ``failed`` and its strategy group, within the intensity, after backoff.
+
+        ``now`` is when the restart is decided: it counts in the intensity from then.
+        """
         bus = self.shared.bus
         while True:
-            if not self.window.allow(trio.current_time()):
+            if not self.window.allow(now):
                 failure = RestartIntensityExceeded(
                     self.path, self.spec.max_restarts, self.spec.max_seconds
                 )
@@ -506,28 +512,22 @@ class Supervisor:
                 self._stop_reason = f"supervisor gave up after {failed.path!r} exited"
                 bus.emit(EventKind.INTENSITY_EXCEEDED, self.path, 0, failure, str(failure))
                 return
-            # Stopped children (terminated on purpose, or gone by their policy) stay stopped.
-            live = [c for c in self.children if c is failed or c.state is not ChildState.STOPPED]
-            group = restart_group(self.spec.strategy, live, failed)
-            reason = f"{self.spec.strategy.value} restart after {failed.path!r} exited"
-            for child in group:
-                self.forget_pending(child)
-            await self.stop_children(group, EventKind.EXITED, reason)
-            for child in list(group):
-                if child is not failed and child.spec.restart is Restart.TEMPORARY:
-                    self.remove(child, f"temporary child stopped by {reason}")
-                    group.remove(child)
+            if self.spec.strategy is Strategy.ONE_FOR_ONE:
+                group = [failed]  # it has exited already: nothing to stop
+            else:
+                group = await self._stop_group(failed)
             failed.consecutive += 1
             backoff = self.spec.backoff
             delay = backoff.delay(failed.consecutive, self.shared.rng) if backoff else 0.0
             for child in group:
                 child.state = ChildState.RESTARTING
                 child.restarts += 1
-            others = [c.path for c in group if c is not failed]
-            detail = f"in {delay:.3f}s" + (f" with {', '.join(others)}" if others else "")
-            bus.emit(EventKind.RESTART_SCHEDULED, failed.path, failed.restarts, error, detail)
+            detail = f"in {delay:.3f}s"
+            if len(group) > 1:
+                detail += f" with {', '.join(c.path for c in group if c is not failed)}"
+            bus.emit(EventKind.RESTART_SCHEDULED, failed.path, failed.restarts, error, detail, now)
             if delay > 0:
-                due = trio.current_time() + delay
+                due = now + delay
                 for child in group:
                     child.restart_due = due
                 self._pending.append(_Pending(due, group))
@@ -536,6 +536,22 @@ class Supervisor:
             if next_failure is None:
                 return
             failed, error = next_failure
+            now = trio.current_time()
+
+    async def _stop_group(self, failed: Child) -> list[Child]:
+        """Stop the strategy group of ``failed`` (reverse order); return who is to restart."""
+        # Stopped children (terminated on purpose, or gone by their policy) stay stopped.
+        live = [c for c in self.children if c is failed or c.state is not ChildState.STOPPED]
+        group = restart_group(self.spec.strategy, live, failed)
+        reason = f"{self.spec.strategy.value} restart after {failed.path!r} exited"
+        for child in group:
+            self.forget_pending(child)
+        await self.stop_children(group, EventKind.EXITED, reason)
+        for child in list(group):
+            if child is not failed and child.spec.restart is Restart.TEMPORARY:
+                self.remove(child, f"temporary child stopped by {reason}")
+                group.remove(child)
+        return group
 
     async def _start_group(self, group: list[Child]) -> tuple[Child, BaseException] | None:
         for child in group:
@@ -556,7 +572,7 @@ class Supervisor:
         for pending in due:
             failure = await self._start_group(pending.group)
             if failure is not None:
-                await self._restart(*failure)
+                await self._restart(*failure, trio.current_time())
             if self.failure is not None or self._stop_requested:
                 return
 
@@ -633,11 +649,13 @@ class Supervisor:
         try:
             await stop()
         except Exception:
-            logger.warning(
+            log(
+                logging.WARNING,
                 "stop() of %s raised; cancelling it",
                 child.path,
+                path=child.path,
+                kind="STOP_ERROR",
                 exc_info=True,
-                extra={"path": child.path, "kind": "STOP_ERROR"},
             )
             run.scope.cancel(reason=f"trio_supervise stopped {child.path!r}: its stop() raised")
 
@@ -650,11 +668,13 @@ class Supervisor:
         if check is None:
             check = getattr(run.service, "check_health", None)
             if check is None:
-                logger.warning(
+                log(
+                    logging.WARNING,
                     "%s has a HealthCheck without check and its service has no"
                     " check_health(); not probing it",
                     child.path,
-                    extra={"path": child.path, "kind": "HEALTH_CHANGED"},
+                    path=child.path,
+                    kind="HEALTH_CHANGED",
                 )
                 return
         failures = 0

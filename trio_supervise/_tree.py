@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import signal
@@ -20,7 +21,7 @@ from ._errors import (
     SpecError,
     SupervisionError,
 )
-from ._events import Event, EventBus, EventKind, EventStream, logger
+from ._events import Event, EventBus, EventKind, EventStream, log
 from ._health import HealthReport, health_report, walk
 from ._shutdown import Band, Shutdown, ShutdownHook, ShutdownReport
 from ._spec import AutoShutdown, ChildSpec, SupervisorSpec
@@ -163,17 +164,21 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if not self._shutdown.triggered.is_set():
-                    logger.warning(
+                    log(
+                        logging.WARNING,
                         "received %s: shutting down (send it again to force)",
                         name,
-                        extra={"path": "", "kind": "SIGNAL"},
+                        path="",
+                        kind="SIGNAL",
                     )
                     self._trigger(f"signal {name}")
                 elif not self._shutdown.forced:
-                    logger.warning(
+                    log(
+                        logging.WARNING,
                         "received %s again: forcing the shutdown",
                         name,
-                        extra={"path": "", "kind": "SIGNAL"},
+                        path="",
+                        kind="SIGNAL",
                     )
                     self._shutdown.force(f"second signal {name}")
 
