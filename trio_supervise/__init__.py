@@ -17,6 +17,7 @@ from ._events import EventKind as EventKind
 from ._events import EventStream as EventStream
 from ._health import ChildHealth as ChildHealth
 from ._health import HealthReport as HealthReport
+from ._run import run as run
 from ._shutdown import Band as Band
 from ._shutdown import HookResult as HookResult
 from ._shutdown import ShutdownHook as ShutdownHook

@@ -1,0 +1,112 @@
+"""``run()`` and its async body ``serve()``: exit codes, signals, the hard exit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import trio
+import trio.testing
+
+from trio_supervise import (
+    AutoShutdown,
+    ChildSpec,
+    Restart,
+    ShutdownHook,
+    SupervisorSpec,
+)
+from trio_supervise._run import serve
+from trio_supervise.testing import FakeCrash, crash_after, return_after
+
+
+def finishing(after: float) -> SupervisorSpec:
+    return SupervisorSpec(
+        "app",
+        [ChildSpec("job", return_after(after), restart=Restart.TRANSIENT, significant=True)],
+        auto_shutdown=AutoShutdown.ANY_SIGNIFICANT,
+    )
+
+
+async def test_graceful_end_exits_0(autojump_clock: trio.testing.MockClock) -> None:
+    assert await serve(finishing(2.0)) == 0
+    assert trio.current_time() == pytest.approx(2.0)
+
+
+async def test_failed_hook_exits_1(autojump_clock: trio.testing.MockClock) -> None:
+    async def broken() -> None:
+        raise FakeCrash("flush failed")
+
+    hook = ShutdownHook("flush", broken, priority=20)
+    assert await serve(finishing(1.0), hooks=[hook]) == 1
+
+
+async def test_failed_tree_exits_1(autojump_clock: trio.testing.MockClock) -> None:
+    spec = SupervisorSpec("app", [ChildSpec("w", crash_after(1.0))], max_restarts=0)
+    assert await serve(spec) == 1
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import logging, sys, trio
+    from trio_supervise import ChildSpec, SupervisorSpec
+    from trio_supervise._run import serve
+    from trio_supervise.testing import refuse_stop, sleeper
+
+    async def ready(task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        print("ready", flush=True)
+        await trio.sleep_forever()
+
+    logging.basicConfig(level=logging.WARNING)
+    stubborn = sys.argv[1] == "stubborn"
+    children = [ChildSpec("ready", ready)]
+    if stubborn:
+        children.append(ChildSpec("stubborn", refuse_stop(), shutdown_timeout=0.2))
+    spec = SupervisorSpec("app", children)
+    sys.exit(trio.run(lambda: serve(spec, shutdown_deadline=0.5, grace=0.5)))
+    """
+)
+
+
+def start(mode: str) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    # Children start in order: "ready" printing means the handlers are installed.
+    assert process.stdout.readline() == "ready\n"
+    return process
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_shuts_down_with_0(signum: signal.Signals) -> None:
+    process = start("polite")
+    try:
+        process.send_signal(signum)
+        process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_child_that_refuses_to_stop_gets_a_hard_exit() -> None:
+    process = start("stubborn")
+    try:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 137
+    assert "children still running: stubborn; exiting hard" in err
