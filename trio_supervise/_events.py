@@ -105,8 +105,8 @@ class Event:
 class EventStream:
     """An async iterator over a tree's events from the moment it was made.
 
-    Use it as an async context manager, or break out of ``async for``, so that the tree
-    stops buffering for it; it ends by itself when the tree has finished.
+    Use it as an async context manager (or call ``close()``) so that the tree stops
+    buffering for it; it ends by itself when the tree has finished.
 
     Example::
 

@@ -50,20 +50,20 @@ class HealthReport:
     live: bool
 
 
-def _stopped_against_policy(child: Child) -> bool:
-    if child.state is not ChildState.STOPPED or child.terminated:
+def _stopped_against_policy(child: Child, parent_down_on_purpose: bool) -> bool:
+    if child.state is not ChildState.STOPPED or child.terminated or parent_down_on_purpose:
         return False
     # A child its policy lets stay down (a transient child that returned) is fine.
     return not (child.gone and child.spec.restart is not Restart.PERMANENT)
 
 
-def child_health(child: Child) -> ChildHealth:
+def child_health(child: Child, parent_down_on_purpose: bool = False) -> ChildHealth:
     state = child.state
     if state is ChildState.RUNNING:
         status = child.health
     elif state in (ChildState.RESTARTING, ChildState.STARTING):
         status = HealthStatus.DEGRADED
-    elif _stopped_against_policy(child):
+    elif _stopped_against_policy(child, parent_down_on_purpose):
         status = HealthStatus.UNHEALTHY
     else:
         status = HealthStatus.HEALTHY if state is ChildState.STOPPED else HealthStatus.DEGRADED
@@ -82,7 +82,24 @@ def walk(supervisor: Supervisor) -> Iterator[Child]:
 def health_report(
     root: Supervisor, *, started: bool, exited: bool, failed: bool, shutting_down: bool
 ) -> HealthReport:
-    children = {child.path: child_health(child) for child in walk(root)}
+    children: dict[str, ChildHealth] = {}
+
+    def visit(supervisor: Supervisor, down_on_purpose: bool) -> None:
+        for child in supervisor.children:
+            health = child_health(child, down_on_purpose)
+            children[child.path] = health
+            nested = child.nested
+            if nested is not None:
+                # Below a supervisor that is down as it should be, stopped is fine too.
+                visit(
+                    nested,
+                    down_on_purpose
+                    or (
+                        child.state is ChildState.STOPPED and health.status is HealthStatus.HEALTHY
+                    ),
+                )
+
+    visit(root, False)
     if not started or exited or failed:
         status = HealthStatus.UNHEALTHY
     elif any(health.status is not HealthStatus.HEALTHY for health in children.values()):

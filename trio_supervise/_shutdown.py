@@ -182,6 +182,8 @@ class Shutdown:
             if self.forced:
                 scope.cancel(reason="shutdown forced before it started")
             for band in sorted(bands):
+                if scope.cancel_called:  # the deadline or a force came while a hook shielded itself
+                    break
                 async with trio.open_nursery() as nursery:
                     for index in bands[band]:
                         nursery.start_soon(self._run_hook, self.hooks[index], index, results)
@@ -192,7 +194,7 @@ class Shutdown:
             duration=trio.current_time() - started,
             forced=self.forced,
             hooks=[results[index] for index in range(len(self.hooks))],
-            deadline_exceeded=scope.cancelled_caught and not self.forced,
+            deadline_exceeded=scope.cancel_called and not self.forced,
         )
         self.report = report
         bus.emit(
@@ -215,8 +217,12 @@ class Shutdown:
                 hook.timeout if hook.timeout is not None else float("inf")
             ) as own:
                 await hook.fn()
-            if own.cancelled_caught:
+            # cancel_called, not cancelled_caught: a hook that shielded itself past its
+            # timeout finished late all the same.
+            if own.cancel_called:
                 status = "timed_out"
+            elif self._scope is not None and self._scope.cancel_called:
+                status = "cancelled"  # the deadline or a force cut in; it shielded itself
         except trio.Cancelled:
             status = "cancelled"
             raise

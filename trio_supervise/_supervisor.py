@@ -366,9 +366,18 @@ class Supervisor:
         kind = EventKind.RESTARTED if restarted else EventKind.STARTED
         bus.emit(kind, child.path, child.restarts, time=now)
         health = spec.health if isinstance(spec, ChildSpec) else None
-        if health is not None:
+        if child.health is not HealthStatus.HEALTHY:
+            # A fresh run starts healthy; say so, or watchers keep the old status.
+            bus.emit(
+                EventKind.HEALTH_CHANGED,
+                child.path,
+                child.restarts,
+                detail=f"{child.health.value} -> healthy: restarted",
+                time=now,
+            )
             child.health = HealthStatus.HEALTHY
-            child.health_failures = 0
+        child.health_failures = 0
+        if health is not None:
             run.probe_scope = trio.CancelScope()
             self._nursery.start_soon(self._probe, run, health)
         return None
@@ -646,6 +655,8 @@ class Supervisor:
         if stop is None:
             run.scope.cancel(reason=f"trio_supervise stopped {child.path!r}: it has no stop()")
             return
+        # stop() runs in the supervisor's task; let current_child() answer for the service.
+        token = _current.set(run.ctx)
         try:
             await stop()
         except Exception:
@@ -658,11 +669,14 @@ class Supervisor:
                 exc_info=True,
             )
             run.scope.cancel(reason=f"trio_supervise stopped {child.path!r}: its stop() raised")
+        finally:
+            _current.reset(token)
 
     # ---------------------------------------------------------------------------- health
 
     async def _probe(self, run: Run, health: HealthCheck) -> None:
         assert run.probe_scope is not None
+        _current.set(run.ctx)
         child = run.child
         check = health.check
         if check is None:

@@ -503,6 +503,12 @@ async def supervisor_tree(
                     yield tree
         except BaseException as exc:
             body_error = exc
+        if body_error is None:
+            tree._trigger("body ended")
+        elif isinstance(body_error, trio.Cancelled):
+            tree._trigger("cancelled from outside")
+        else:
+            tree._trigger(f"body raised {type(body_error).__name__}")
         await tree._shutdown.run()
         # Past the deadline (or forced), the children that still run are cancelled.
         tree._root_scope.cancel(reason="trio_supervise shutdown ended")
