@@ -1,0 +1,57 @@
+"""(e) start, stop and memory at ``config.scale_children`` (100,000), and how they scale.
+
+Runs the start/stop benchmark (a, b) and the memory benchmark (d) at the large size, with
+the same baselines, and prints the per-child time at the large size over the per-child time
+at ``config.children`` (1,000): target <= 1.5x for trio_supervise. The same ratio of the
+bare baselines is printed for information, as bare Trio does not scale flat either (the
+garbage collector's full collections grow with the number of live objects).
+"""
+
+from __future__ import annotations
+
+from benchmarks import bench_memory, bench_start_stop
+from benchmarks._common import Config, Reporter, ratio
+
+
+def run(
+    config: Config,
+    reporter: Reporter,
+    base: bench_start_stop.StartStop | None = None,
+    base_memory: bench_memory.Memory | None = None,
+) -> None:
+    """(e); ``base`` is the result of (a, b) at ``config.children``, measured if not given."""
+    small, big = config.children, config.scale_children
+    if base is None:
+        base = bench_start_stop.measure(small, config.reps, warmup=True)
+    result = bench_start_stop.measure(big, config.scale_reps, warmup=False)
+    bench_start_stop.report(big, result, reporter)
+    reporter.target(f"start_{big}_ratio_median", 3.0)
+    reporter.target(f"stop_{big}_ratio_vs_ordered_median", 2.0)
+
+    memory = bench_memory.measure(big, config.memory_reps)
+    bench_memory.report(big, memory, reporter)
+    reporter.target(f"memory_{big}_ratio_median", 3.0)
+
+    r = reporter
+    start_scaling = f"scaling_start_{big}_vs_{small}_supervise_median"
+    stop_scaling = f"scaling_stop_{big}_vs_{small}_supervise_median"
+    r.metric(start_scaling, ratio(result.start_supervise, base.start_supervise), "x")
+    r.metric(stop_scaling, ratio(result.stop_supervise, base.stop_supervise), "x")
+    r.metric(
+        f"scaling_start_{big}_vs_{small}_bare_median",
+        ratio(result.start_bare, base.start_bare),
+        "x",
+    )
+    r.metric(
+        f"scaling_stop_{big}_vs_{small}_bare_ordered_median",
+        ratio(result.stop_bare_ordered, base.stop_bare_ordered),
+        "x",
+    )
+    if base_memory is not None:
+        r.metric(
+            f"scaling_memory_{big}_vs_{small}_supervise_median",
+            ratio(memory.supervise, base_memory.supervise),
+            "x",
+        )
+    r.target(start_scaling, 1.5)
+    r.target(stop_scaling, 1.5)

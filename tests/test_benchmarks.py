@@ -1,0 +1,103 @@
+"""The benchmarks run end to end with tiny sizes and print parseable lines.
+
+No timing is asserted here: only that every benchmark runs and reports ``name value unit``.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_benchmarks(*args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    return result.stdout
+
+
+def parse(output: str) -> dict[str, tuple[float, str]]:
+    """The ``name value unit`` lines of ``output``; ``#`` lines are comments."""
+    metrics: dict[str, tuple[float, str]] = {}
+    for line in output.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split(" ")
+        assert len(parts) == 3, f"not 'name value unit': {line!r}"
+        name, value, unit = parts
+        assert name, line
+        assert unit, line
+        assert name not in metrics, f"metric printed twice: {name}"
+        metrics[name] = (float(value), unit)
+    return metrics
+
+
+def test_quick_run_prints_every_benchmark() -> None:
+    metrics = parse(run_benchmarks("-m", "benchmarks", "--quick"))
+    # --quick sizes: 10 children for start/stop, 10 and 20 for memory, 40 for scaling.
+    expected = [
+        "start_10_supervise_per_child_us_median",
+        "start_10_bare_per_child_us_median",
+        "start_10_ratio_median",
+        "stop_10_supervise_per_child_us_median",
+        "stop_10_bare_ordered_per_child_us_median",
+        "stop_10_bare_nursery_cancel_per_child_us_median",
+        "stop_10_ratio_vs_ordered_median",
+        "stop_10_ratio_vs_nursery_cancel_median",
+        "restart_supervise_per_restart_us_median",
+        "restart_bare_per_restart_us_median",
+        "restart_ratio_median",
+        "memory_10_supervise_per_child_bytes_median",
+        "memory_10_bare_per_child_bytes_median",
+        "memory_10_ratio_median",
+        "memory_20_ratio_median",
+        "start_40_ratio_median",
+        "stop_40_ratio_vs_ordered_median",
+        "memory_40_ratio_median",
+        "scaling_start_40_vs_10_supervise_median",
+        "scaling_stop_40_vs_10_supervise_median",
+    ]
+    for name in expected:
+        assert name in metrics, f"missing {name}"
+        value, _ = metrics[name]
+        assert math.isfinite(value), (name, value)
+        assert value > 0, (name, value)
+    ratios = {name: unit for name, (_, unit) in metrics.items() if name.endswith("_median")}
+    assert {unit for name, unit in ratios.items() if "ratio" in name} == {"x"}
+    verdicts = [value for name, (value, _) in metrics.items() if name.startswith("target_met_")]
+    assert len(verdicts) == 10
+    assert set(verdicts) <= {0.0, 1.0}
+    met, missed = metrics["targets_met"][0], metrics["targets_missed"][0]
+    assert met + missed == len(verdicts)
+    assert missed == verdicts.count(0.0)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("benchmarks/run.py", "--quick", "--only", "restart"),
+        ("-m", "benchmarks", "--quick", "--only", "scaling", "--reps", "1"),
+    ],
+)
+def test_entry_points_and_selection(command: tuple[str, ...]) -> None:
+    metrics = parse(run_benchmarks(*command))
+    assert metrics
+    if "restart" in command:
+        assert "restart_ratio_median" in metrics
+        assert not any(name.startswith(("start_", "memory_")) for name in metrics)
+    else:
+        assert "scaling_start_40_vs_10_supervise_median" in metrics
+        assert "restart_ratio_median" not in metrics
