@@ -3,6 +3,7 @@
 Everything public is re-exported here; the modules behind it are private.
 """
 
+from . import _util
 from ._context import ChildContext as ChildContext
 from ._context import ChildState as ChildState
 from ._context import current_child as current_child
@@ -36,15 +37,4 @@ from ._tree import SupervisorTree as SupervisorTree
 from ._tree import supervisor_tree as supervisor_tree
 from ._version import __version__ as __version__
 
-
-def _fixup_module_metadata() -> None:
-    # Tracebacks and reprs say trio_supervise.ChildSpec, not trio_supervise._spec.ChildSpec.
-    for name, value in list(globals().items()):
-        if not name.startswith("_") and getattr(value, "__module__", "").startswith(
-            "trio_supervise._"
-        ):
-            value.__module__ = __name__
-
-
-_fixup_module_metadata()
-del _fixup_module_metadata
+_util.fixup_module_metadata(__name__, globals())

@@ -7,6 +7,7 @@ sequences, and waits for a tree to settle. They all work under
 This subpackage is not imported by ``import trio_supervise``.
 """
 
+from .. import _util
 from ._fakes import FakeCrash as FakeCrash
 from ._fakes import FakeService as FakeService
 from ._fakes import ServiceFactory as ServiceFactory
@@ -24,14 +25,4 @@ from ._recorder import wait_idle as wait_idle
 from ._recorder import wait_stable as wait_stable
 from ._recorder import wait_state as wait_state
 
-
-def _fixup_module_metadata() -> None:
-    for name, value in list(globals().items()):
-        if not name.startswith("_") and getattr(value, "__module__", "").startswith(
-            "trio_supervise.testing._"
-        ):
-            value.__module__ = __name__
-
-
-_fixup_module_metadata()
-del _fixup_module_metadata
+_util.fixup_module_metadata(__name__, globals())
