@@ -24,7 +24,7 @@ from ._errors import (
 from ._events import Event, EventBus, EventKind, EventStream, log
 from ._health import HealthReport, health_report, walk
 from ._shutdown import Band, Shutdown, ShutdownHook, ShutdownReport
-from ._spec import AutoShutdown, ChildSpec, SupervisorSpec
+from ._spec import AutoShutdown, ChildSpec, Restart, SupervisorSpec
 from ._supervisor import Child, Supervisor, TreeShared, join_path
 
 #: How many events ``tree.history`` keeps by default.
@@ -346,7 +346,7 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
             child.terminated = True
             await supervisor.stop_children([child], EventKind.TERMINATED, "terminate_child")
             child.state = ChildState.STOPPED
-            if child.spec.restart.value == "temporary" and child in supervisor.children:
+            if child.spec.restart is Restart.TEMPORARY and child in supervisor.children:
                 supervisor.remove(child, "temporary child terminated")
 
         await supervisor.call(terminate)
@@ -363,8 +363,8 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
         supervisor, child = self._find(path)
 
         async def restart() -> ChildInfo:
+            # Also takes it out of a pending restart.
             await supervisor.stop_children([child], EventKind.EXITED, "restart_child")
-            supervisor.forget_pending(child)
             child.terminated = False
             child.consecutive = 0
             child.restarts += 1
