@@ -310,7 +310,7 @@ async def test_report_before_the_root_has_started() -> None:
     # The body only runs once the root started, so this needs the handle's private
     # constructor to look at a tree that has not run yet.
     spec = SupervisorSpec("root", [ChildSpec("w", sleeper())])
-    tree: SupervisorTree = SupervisorTree._create(spec, (), 30.0, 10, random.Random(0))
+    tree: SupervisorTree = SupervisorTree._create(spec, (), 30.0, 10, random.Random(0), {})
     report = tree.health()
     assert report.status is HealthStatus.UNHEALTHY
     assert not report.ready

@@ -189,7 +189,7 @@ async def test_the_supervisor_hook_is_in_the_report(
         pass
     assert tree.shutdown_report is not None
     (hook,) = tree.shutdown_report.hooks
-    assert hook == HookResult("supervisor", 10, "ok", 0.0, None)
+    assert hook == HookResult("supervisor", 10, "ok", 0.0, None, started=0.0)
     assert hook.priority == Band.DRAIN
 
 
@@ -272,7 +272,7 @@ async def test_a_hook_that_raises_is_recorded_and_the_shutdown_goes_on(
     report = tree.shutdown_report
     assert report is not None
     (failed,) = [hook for hook in report.hooks if hook.name == "failing"]
-    assert failed == HookResult("failing", 0, "error", 1.0, error)
+    assert failed == HookResult("failing", 0, "error", 1.0, error, started=0.0)
     assert failed.error is error
     assert results(report)["sibling"] == ("ok", 2.0)
     assert results(report)["supervisor"] == ("ok", 0.0)

@@ -20,6 +20,7 @@ from ._health import ChildHealth as ChildHealth
 from ._health import HealthReport as HealthReport
 from ._run import run as run
 from ._shutdown import Band as Band
+from ._shutdown import DrainDelay as DrainDelay
 from ._shutdown import HookResult as HookResult
 from ._shutdown import ShutdownHook as ShutdownHook
 from ._shutdown import ShutdownReport as ShutdownReport
@@ -34,6 +35,7 @@ from ._spec import SupervisorSpec as SupervisorSpec
 from ._tree import ChildCounts as ChildCounts
 from ._tree import ChildInfo as ChildInfo
 from ._tree import SupervisorTree as SupervisorTree
+from ._tree import current_tree as current_tree
 from ._tree import supervisor_tree as supervisor_tree
 from ._version import __version__ as __version__
 

@@ -61,6 +61,9 @@ class EventKind(enum.Enum):
     HOOK_FINISHED = "hook_finished"
     #: The tree's shutdown finished.
     SHUTDOWN_FINISHED = "shutdown_finished"
+    #: A reload hook finished (after SIGHUP or ``tree.reload()``); ``path`` is its name,
+    #: ``error`` what it raised.
+    RELOADED = "reloaded"
 
 
 _LEVELS = {

@@ -70,13 +70,18 @@ class ShutdownHook:
 @final
 @attrs.frozen
 class HookResult:
-    """How one hook ended. ``duration`` is in seconds; ``error`` is set for ``"error"``."""
+    """How one hook ended.
+
+    ``duration`` is in seconds; ``error`` is set for ``"error"``; ``started`` is the
+    ``trio.current_time()`` the hook started at (None for a skipped hook).
+    """
 
     name: str
     priority: int
     status: HookStatus
     duration: float
     error: BaseException | None = None
+    started: float | None = None
 
 
 @final
@@ -230,7 +235,7 @@ class Shutdown:
             status, error = "error", exc
         finally:
             result = HookResult(
-                hook.name, hook.priority, status, trio.current_time() - start, error
+                hook.name, hook.priority, status, trio.current_time() - start, error, start
             )
             results[index] = result
             self._bus.emit(
@@ -239,3 +244,61 @@ class Shutdown:
                 error=error,
                 detail=f"{status} in {result.duration:.3f}s",
             )
+
+
+@final
+class DrainDelay:
+    """The Kubernetes drain delay: keep serving for a while after the shutdown starts.
+
+    Kubernetes sends SIGTERM and removes the pod from its Service endpoints at the same
+    time; proxies and load balancers learn of the removal a few seconds later and keep
+    routing new requests to the pod meanwhile. Closing the listeners at once refuses those
+    requests. Put ``drain.hook`` in the shutdown's hooks: it runs in band ``STOP_ACCEPTING``,
+    readiness is already false (``tree.health().ready`` turns false when the shutdown
+    starts, so ``/health/ready`` answers 503), and it waits ``seconds`` while the listeners
+    stay open. Hooks that close listeners in the same band call ``await drain.wait()``
+    first (the HTTP and WebSocket integrations do).
+
+    Budget: ``seconds`` + the time to drain in-flight work + the later bands must fit in
+    ``shutdown_deadline``, and ``shutdown_deadline`` + ``HARD_EXIT_GRACE`` should stay below
+    the pod's ``terminationGracePeriodSeconds`` (default 30), after which the kubelet sends
+    SIGKILL.
+
+    Args:
+      seconds: how long to keep serving; 5 is typical of kube-proxy and ingress updates.
+      name: the hook's name in the report.
+
+    Example::
+
+        drain = DrainDelay(5)
+        async with supervisor_tree(spec, hooks=[drain.hook], shutdown_deadline=20) as tree:
+            ...
+    """
+
+    def __init__(self, seconds: float = 5.0, *, name: str = "drain-delay") -> None:
+        _check_time(f"DrainDelay {name!r}", "seconds", seconds, allow_none=False)
+        self.seconds = float(seconds)
+        self.hook = ShutdownHook(name, self._run, priority=Band.STOP_ACCEPTING)
+        self._done = trio.Event()
+        self._ends_at: float | None = None
+
+    async def _run(self) -> None:
+        self._ends_at = trio.current_time() + self.seconds
+        try:
+            await trio.sleep(self.seconds)
+        finally:
+            # Also when cut short (deadline, forced): the listeners must close all the same.
+            self._done.set()
+
+    @property
+    def remaining(self) -> float | None:
+        """Seconds left in the delay while it runs; None before it started; 0.0 after."""
+        if self._ends_at is None:
+            return None
+        if self._done.is_set():
+            return 0.0
+        return max(0.0, self._ends_at - trio.current_time())
+
+    async def wait(self) -> None:
+        """Return once the delay has passed (or was cut short by the deadline or a force)."""
+        await self._done.wait()

@@ -6,8 +6,9 @@ import logging
 import math
 import random
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, NoReturn, final
 
 import attrs
@@ -24,11 +25,34 @@ from ._errors import (
 from ._events import Event, EventBus, EventKind, EventStream, log
 from ._health import HealthReport, health_report, walk
 from ._shutdown import Band, Shutdown, ShutdownHook, ShutdownReport
-from ._spec import AutoShutdown, ChildSpec, Restart, SupervisorSpec
+from ._spec import AutoShutdown, ChildSpec, Restart, SupervisorSpec, _check_async_function
 from ._supervisor import Child, Supervisor, TreeShared, join_path
 
 #: How many events ``tree.history`` keeps by default.
 DEFAULT_HISTORY_SIZE = 1000
+
+#: The signals that start (and force) the shutdown, and the one that reloads.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_RELOAD_SIGNAL: signal.Signals | None = getattr(signal, "SIGHUP", None)
+
+_current_tree: ContextVar[SupervisorTree] = ContextVar("trio_supervise.current_tree")
+
+
+def current_tree() -> SupervisorTree:
+    """The tree whose body, child or shutdown hook calls this.
+
+    Integrations use it to reach the tree they run in (health endpoints, shutdown hooks).
+
+    Raises:
+      RuntimeError: when called outside ``supervisor_tree`` and the tasks it started.
+    """
+    try:
+        return _current_tree.get()
+    except LookupError:
+        raise RuntimeError(
+            "current_tree() was called outside a supervisor tree; call it from the body of"
+            " `async with supervisor_tree(...)`, a supervised child or a shutdown hook"
+        ) from None
 
 
 @final
@@ -110,8 +134,12 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
         shutdown_deadline: float,
         history_size: int,
         rng: random.Random,
+        reload_hooks: Mapping[str, Callable[[], Awaitable[object]]],
     ) -> None:
         self._bus = EventBus(history_size)
+        self._reload_hooks: dict[str, Callable[[], Awaitable[object]]] = dict(reload_hooks)
+        # Set by SIGHUP; a second SIGHUP during a reload runs one more after it.
+        self._reload_requested = trio.Event()
         self._shared = TreeShared(self._bus, rng)
         self._root = Supervisor(spec, "", self._shared)
         self._shutdown = Shutdown(
@@ -159,28 +187,61 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
                 self._root.request_stop(EventKind.TERMINATED, f"shutdown ({reason})")
 
     async def _watch_signals(self, task_status: trio.TaskStatus[None]) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            task_status.started()
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                if not self._shutdown.triggered.is_set():
-                    log(
-                        logging.WARNING,
-                        "received %s: shutting down (send it again to force)",
-                        name,
-                        path="",
-                        kind="SIGNAL",
-                    )
-                    self._trigger(f"signal {name}")
-                elif not self._shutdown.forced:
-                    log(
-                        logging.WARNING,
-                        "received %s again: forcing the shutdown",
-                        name,
-                        path="",
-                        kind="SIGNAL",
-                    )
-                    self._shutdown.force(f"second signal {name}")
+        signals_watched = [*_STOP_SIGNALS] + ([_RELOAD_SIGNAL] if _RELOAD_SIGNAL else [])
+        async with trio.open_nursery() as nursery:
+            with trio.open_signal_receiver(*signals_watched) as signals:
+                nursery.start_soon(self._reload_on_request)
+                task_status.started()
+                async for signum in signals:
+                    self._on_signal(signal.Signals(signum))
+
+    def _on_signal(self, signum: signal.Signals) -> None:
+        name = signum.name
+        if signum == _RELOAD_SIGNAL:
+            if self.shutting_down:
+                log(
+                    logging.INFO,
+                    "received %s during the shutdown: ignored",
+                    name,
+                    path="",
+                    kind="SIGNAL",
+                )
+            elif not self._reload_hooks:
+                log(
+                    logging.INFO,
+                    "received %s: no reload hooks registered; ignored",
+                    name,
+                    path="",
+                    kind="SIGNAL",
+                )
+            else:
+                log(logging.INFO, "received %s: reloading", name, path="", kind="SIGNAL")
+                self._reload_requested.set()
+        elif not self._shutdown.triggered.is_set():
+            log(
+                logging.WARNING,
+                "received %s: shutting down (send it again to force)",
+                name,
+                path="",
+                kind="SIGNAL",
+            )
+            self._trigger(f"signal {name}")
+        elif not self._shutdown.forced:
+            log(
+                logging.WARNING,
+                "received %s again: forcing the shutdown",
+                name,
+                path="",
+                kind="SIGNAL",
+            )
+            self._shutdown.force(f"second signal {name}")
+
+    async def _reload_on_request(self) -> None:
+        # One reload at a time; SIGHUPs that come during one coalesce into the next.
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested = trio.Event()
+            await self.reload()
 
     # -------------------------------------------------------------------------- lookups
 
@@ -388,6 +449,47 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
             )
         supervisor.remove(child, "delete_child")
 
+    # ---------------------------------------------------------------------------- reload
+
+    def add_reload_hook(self, name: str, fn: Callable[[], Awaitable[object]]) -> None:
+        """Register ``fn`` (async, no arguments) to run on SIGHUP and ``tree.reload()``.
+
+        Raises:
+          SpecError: for an empty or taken name, or a ``fn`` that is not an async function.
+        """
+        _check_reload_hook(name, fn, self._reload_hooks)
+        self._reload_hooks[name] = fn
+
+    async def reload(self) -> dict[str, BaseException | None]:
+        """Run every reload hook concurrently; return each hook's error (None when it worked).
+
+        A hook that raises is logged and reported, never fatal: a bad configuration file
+        must not take the service down. Each outcome is emitted as a ``RELOADED`` event.
+        """
+        outcomes: dict[str, BaseException | None] = {}
+
+        async def run_one(name: str, fn: Callable[[], Awaitable[object]]) -> None:
+            try:
+                await fn()
+            except Exception as exc:
+                outcomes[name] = exc
+                log(
+                    logging.ERROR,
+                    "reload hook %r failed",
+                    name,
+                    path="",
+                    kind="RELOAD",
+                    exc_info=exc,
+                )
+            else:
+                outcomes[name] = None
+            self._bus.emit(EventKind.RELOADED, name, error=outcomes[name])
+
+        async with trio.open_nursery() as nursery:
+            for name, fn in list(self._reload_hooks.items()):
+                nursery.start_soon(run_one, name, fn)
+        return outcomes
+
     # -------------------------------------------------------------------------- shutdown
 
     def add_shutdown_hook(
@@ -418,6 +520,14 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
         return self._shutdown.report
 
 
+def _check_reload_hook(name: object, fn: object, taken: Mapping[str, object]) -> None:
+    if not isinstance(name, str) or not name:
+        raise SpecError(f"reload hook: name must be a non-empty string (got {name!r})")
+    if name in taken:
+        raise SpecError(f"reload hook {name!r}: the name is taken; give each hook its own name")
+    _check_async_function(f"reload hook {name!r}", "fn", fn)
+
+
 @final
 class _EventStatus:
     """A ``task_status`` that sets an event, for starting a task without ``nursery.start``."""
@@ -438,6 +548,7 @@ async def supervisor_tree(
     handle_signals: bool = False,
     history_size: int = DEFAULT_HISTORY_SIZE,
     rng: random.Random | None = None,
+    reload_hooks: Mapping[str, Callable[[], Awaitable[object]]] | None = None,
 ) -> AsyncIterator[SupervisorTree]:
     """Run the tree of ``spec`` for the duration of the ``async with`` block.
 
@@ -452,9 +563,12 @@ async def supervisor_tree(
       shutdown_deadline: seconds the whole shutdown may take; it runs shielded from
         outside cancellation, so only this deadline (or a forced shutdown) cuts it short.
       handle_signals: install SIGINT/SIGTERM handlers (before the first child starts):
-        the first signal starts the shutdown, a second one forces it.
+        the first signal starts the shutdown, a second one forces it; SIGHUP runs the
+        reload hooks (and is logged and ignored when there are none).
       history_size: how many events ``tree.history`` keeps.
       rng: the random source of backoff jitter; pass a seeded one for reproducible runs.
+      reload_hooks: name -> async function, run on SIGHUP and ``tree.reload()`` (more can
+        be added by ``tree.add_reload_hook``).
 
     Shutdown:
       A shutdown that starts while the body runs (``tree.shutdown()``, a signal, the root
@@ -488,31 +602,40 @@ async def supervisor_tree(
     for hook in hooks:
         if not isinstance(hook, ShutdownHook):
             raise SpecError(f"supervisor_tree: hooks must be ShutdownHook values (got {hook!r})")
+    checked: dict[str, object] = {}
+    for name, fn in (reload_hooks or {}).items():
+        _check_reload_hook(name, fn, checked)
+        checked[name] = fn
     tree: SupervisorTree = SupervisorTree._create(
-        spec, hooks, shutdown_deadline, history_size, rng or random.Random()
+        spec, hooks, shutdown_deadline, history_size, rng or random.Random(), reload_hooks or {}
     )
     body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        if handle_signals:
-            await nursery.start(tree._watch_signals)
-        nursery.start_soon(tree._run_root)
-        try:
-            await tree._root_started.wait()
-            if tree._root_error is None:
-                with tree._body_scope:
-                    yield tree
-        except BaseException as exc:
-            body_error = exc
-        if body_error is None:
-            tree._trigger("body ended")
-        elif isinstance(body_error, trio.Cancelled):
-            tree._trigger("cancelled from outside")
-        else:
-            tree._trigger(f"body raised {type(body_error).__name__}")
-        await tree._shutdown.run()
-        # Past the deadline (or forced), the children that still run are cancelled.
-        tree._root_scope.cancel(reason="trio_supervise shutdown ended")
-        nursery.cancel_scope.cancel(reason="trio_supervise shutdown ended")
+    # Every task of the tree (children, hooks, the body) inherits it.
+    token = _current_tree.set(tree)
+    try:
+        async with trio.open_nursery() as nursery:
+            if handle_signals:
+                await nursery.start(tree._watch_signals)
+            nursery.start_soon(tree._run_root)
+            try:
+                await tree._root_started.wait()
+                if tree._root_error is None:
+                    with tree._body_scope:
+                        yield tree
+            except BaseException as exc:
+                body_error = exc
+            if body_error is None:
+                tree._trigger("body ended")
+            elif isinstance(body_error, trio.Cancelled):
+                tree._trigger("cancelled from outside")
+            else:
+                tree._trigger(f"body raised {type(body_error).__name__}")
+            await tree._shutdown.run()
+            # Past the deadline (or forced), the children that still run are cancelled.
+            tree._root_scope.cancel(reason="trio_supervise shutdown ended")
+            nursery.cancel_scope.cancel(reason="trio_supervise shutdown ended")
+    finally:
+        _current_tree.reset(token)
     tree._bus.close()
     if body_error is not None:
         raise body_error
