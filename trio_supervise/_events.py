@@ -6,6 +6,7 @@ import enum
 import logging
 import math
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 from typing import final
 
@@ -160,6 +161,7 @@ class EventBus:
     def __init__(self, history_size: int) -> None:
         self.history: deque[Event] = deque(maxlen=history_size)
         self.streams: set[EventStream] = set()
+        self.listeners: list[Callable[[Event], object]] = []
         # True once the tree has finished: no more events will come.
         self.closed = False
 
@@ -180,6 +182,8 @@ class EventBus:
         if self.streams:
             for stream in self.streams:
                 stream._push(event)
+        if self.listeners:
+            self._call_listeners(event)
         level = _LEVELS.get(kind, logging.INFO)
         if logger.isEnabledFor(level):  # checked here too: the hot path skips the call
             log(
@@ -193,6 +197,22 @@ class EventBus:
                 exc_info=error if kind is EventKind.CRASHED else None,
             )
         return event
+
+    def _call_listeners(self, event: Event) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception as exc:
+                # A broken listener (a metrics exporter, say) must not break supervision.
+                log(
+                    logging.ERROR,
+                    "event listener %r failed on %s",
+                    listener,
+                    event.kind.name,
+                    path=event.path,
+                    kind="LISTENER_FAILED",
+                    exc_info=exc,
+                )
 
     def close(self) -> None:
         self.closed = True

@@ -334,6 +334,23 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
         """An async iterator of the events from now on (see ``EventStream``)."""
         return self._bus.stream()
 
+    def add_event_listener(self, listener: Callable[[Event], object]) -> Callable[[], None]:
+        """Call ``listener(event)`` synchronously for every event from now on.
+
+        For exporters that must see every event without a task of their own (metrics).
+        It runs inside the supervisor's bookkeeping: keep it quick and non-blocking. An
+        exception it raises is logged and ignored. Returns a function that removes it.
+        """
+        if not callable(listener):
+            raise TypeError(f"add_event_listener takes a callable (got {listener!r})")
+        self._bus.listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._bus.listeners:
+                self._bus.listeners.remove(listener)
+
+        return remove
+
     @property
     def history(self) -> list[Event]:
         """The most recent events (at most ``history_size``), oldest first."""
