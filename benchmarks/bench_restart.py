@@ -6,7 +6,10 @@ latency per restart is ``(t_N - t_1) / (N - 1)``: the crash, its handling, and t
 of the next run up to its first step.
 
 * supervise: ``SupervisorSpec(..., backoff=None, max_restarts=10**9, max_seconds=1.0)`` with
-  that one child (a ``PERMANENT`` ``ChildSpec`` with the defaults).
+  that one child (a ``PERMANENT`` ``ChildSpec`` with the defaults). One-for-one with no
+  backoff is restarted in place by the exiting run's own task while the supervisor is idle.
+* supervise_one_for_all (for information): the same child under ``ONE_FOR_ALL``, which
+  goes through the supervisor's loop (a message, a group stop, a new task) every time.
 * bare: the same loop by hand. The child task runs the target in its own cancel scope,
   catches the exception and sends it over a memory channel to a loop task, which starts a
   new child task with ``nursery.start_soon``.
@@ -23,7 +26,7 @@ from time import perf_counter
 import trio
 
 from benchmarks._common import Config, Reporter, fresh_heap, median, ratio
-from trio_supervise import ChildSpec, SupervisorSpec, supervisor_tree
+from trio_supervise import ChildSpec, Strategy, SupervisorSpec, supervisor_tree
 
 
 class Crash(Exception):
@@ -54,11 +57,12 @@ class CrashLoop:
         return (self.last - self.first) / (self.n - 1)
 
 
-async def _supervised(n: int) -> float:
+async def _supervised(n: int, strategy: Strategy = Strategy.ONE_FOR_ONE) -> float:
     loop = CrashLoop(n)
     spec = SupervisorSpec(
         "bench",
         [ChildSpec("crasher", loop.target)],
+        strategy=strategy,
         backoff=None,
         max_restarts=10**9,
         max_seconds=1.0,
@@ -100,15 +104,20 @@ def run(config: Config, reporter: Reporter) -> None:
     trio.run(_supervised, min(n, 200))  # warm-up
     trio.run(_bare, min(n, 200))
     supervised: list[float] = []
+    one_for_all: list[float] = []
     bare: list[float] = []
     for _ in range(config.reps):
         fresh_heap()
         supervised.append(trio.run(_supervised, n))
         fresh_heap()
+        one_for_all.append(trio.run(_supervised, n, Strategy.ONE_FOR_ALL))
+        fresh_heap()
         bare.append(trio.run(_bare, n))
     us = 1e6
-    sup, base = median(supervised), median(bare)
+    sup, base, ofa = median(supervised), median(bare), median(one_for_all)
     reporter.metric("restart_supervise_per_restart_us_median", sup * us, "us")
     reporter.metric("restart_bare_per_restart_us_median", base * us, "us")
     reporter.metric("restart_ratio_median", ratio(sup, base), "x")
+    reporter.metric("restart_one_for_all_per_restart_us_median", ofa * us, "us")
+    reporter.metric("restart_one_for_all_ratio_median", ratio(ofa, base), "x")
     reporter.target("restart_ratio_median", 1.5)

@@ -582,3 +582,93 @@ async def test_idle_tree_waits_without_spinning(autojump_clock: trio.testing.Moc
     async with supervisor_tree(spec) as tree:
         await wait_idle(tree)
         assert trio.current_time() == 0.0
+
+
+async def test_one_for_one_restart_in_place_matches_the_loop(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # An idle supervisor lets the exiting run restart itself: same events, same times, same
+    # task. A one-for-all root goes through the supervisor's loop for the same crashes.
+    def spec(strategy: Strategy) -> SupervisorSpec:
+        return fast([ChildSpec("w", crash_after(1.0, starts=3))], strategy)
+
+    sequences = []
+    for strategy in (Strategy.ONE_FOR_ONE, Strategy.ONE_FOR_ALL):
+        start = trio.current_time()
+        async with supervisor_tree(spec(strategy)) as tree:
+            recorder = EventRecorder(tree)
+            await trio.sleep(5)
+            events = recorder.events
+        sequences.append([(e.kind, e.path, e.time - start, e.restarts) for e in events])
+    assert sequences[0] == sequences[1]
+    assert [kind for kind, *_ in sequences[0]].count(EventKind.RESTARTED) == 3
+
+
+async def test_restart_in_place_runs_in_the_same_task(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    tasks: list[trio.lowlevel.Task] = []
+
+    async def target() -> None:
+        tasks.append(trio.lowlevel.current_task())
+        if len(tasks) < 3:
+            raise FakeCrash("again")
+        await trio.sleep_forever()
+
+    async with supervisor_tree(fast([ChildSpec("w", target)])) as tree:
+        await wait_idle(tree)
+        assert tree.info("w").restarts == 2
+    assert len(tasks) == 3
+    assert tasks[0] is tasks[1] is tasks[2]
+
+
+async def test_a_crash_loop_restarted_in_place_lets_other_tasks_run(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The target raises without a checkpoint; the restart in place yields between runs, so
+    # the tree's own calls (terminate_child) still get through.
+    starts = 0
+
+    async def target() -> None:
+        nonlocal starts
+        starts += 1
+        raise FakeCrash("at once")
+
+    spec = SupervisorSpec(
+        "app", [ChildSpec("w", target)], backoff=None, max_restarts=10**9, max_seconds=1.0
+    )
+    async with supervisor_tree(spec) as tree:
+        await trio.lowlevel.checkpoint()
+        await tree.terminate_child("w")
+        assert tree.info("w").state is ChildState.STOPPED
+        stopped_at = starts
+        await trio.sleep(1)
+        assert starts == stopped_at > 1
+    assert trio.current_time() == 1.0
+
+
+async def test_intensity_exceeded_by_restarts_in_place(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def target() -> None:
+        raise FakeCrash("at once")
+
+    spec = SupervisorSpec(
+        "app", [ChildSpec("w", target)], backoff=None, max_restarts=5, max_seconds=1.0
+    )
+    with pytest.raises(RestartIntensityExceeded) as info:
+        async with supervisor_tree(spec) as tree:
+            await trio.sleep_forever()
+    assert info.value.path == ""
+    kinds = [(e.kind, e.path) for e in tree.history if e.path in ("", "w")]
+    assert kinds.count((EventKind.RESTARTED, "w")) == 5
+    assert (
+        kinds[-3:]
+        == [
+            (EventKind.CRASHED, "w"),
+            (EventKind.INTENSITY_EXCEEDED, ""),
+            (EventKind.SHUTDOWN_STARTED, ""),
+        ]
+        or (EventKind.INTENSITY_EXCEEDED, "") in kinds
+    )
+    assert trio.current_time() == 0.0

@@ -41,14 +41,22 @@ class ChildContext:
     name: str
     path: str
     restarts: int
-    # Made on first use: most runs end without anyone asking.
+    # Made on first use: most runs are stopped without ever looking at it.
     _stop_requested: trio.Event | None = attrs.field(default=None, init=False)
+    _asked: bool = attrs.field(default=False, init=False)
 
     @property
     def stop_requested(self) -> trio.Event:
         if self._stop_requested is None:
             self._stop_requested = trio.Event()
+            if self._asked:
+                self._stop_requested.set()
         return self._stop_requested
+
+    def _request_stop(self) -> None:
+        self._asked = True
+        if self._stop_requested is not None:
+            self._stop_requested.set()
 
 
 _current: ContextVar[ChildContext] = ContextVar("trio_supervise.current_child")

@@ -69,8 +69,10 @@ class Run:
     child: Child
     ctx: ChildContext
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    # Set once the task has ended, however it ended.
-    done: trio.Event = attrs.field(factory=trio.Event)
+    # True once the run has ended, however it ended.
+    exited: bool = False
+    # Made only when someone waits for the exit: most runs are never waited for.
+    _exit_event: trio.Event | None = None
     # True once the target is running for the supervisor (after started() for task_status).
     started: bool = False
     # The exception the run ended with; a failed health check is set here before the stop.
@@ -79,6 +81,7 @@ class Run:
     # stopper, not reported to the supervisor's inbox.
     stop_kind: EventKind | None = None
     stop_reason: str = ""
+    stop_asked_at: float = 0.0
     started_at: float = 0.0
     # The service object of a ChildSpec.service child, once its factory returned.
     service: Any = None
@@ -86,6 +89,19 @@ class Run:
     nested: Supervisor | None = None
     # The health probe's scope, cancelled when the run ends; None without a health check.
     probe_scope: trio.CancelScope | None = None
+
+    def mark_exited(self) -> None:
+        self.exited = True
+        if self._exit_event is not None:
+            self._exit_event.set()
+
+    async def wait_exited(self) -> None:
+        if self.exited:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._exit_event is None:
+            self._exit_event = trio.Event()
+        await self._exit_event.wait()
 
 
 @final
@@ -108,6 +124,8 @@ class Child:
     terminated: bool = False
     # True when it exited and its policy does not restart it (for health and auto_shutdown).
     gone: bool = False
+    # True once its spec left the supervisor (temporary child exited, delete_child).
+    removed: bool = False
     # The due time of the pending restart that includes this child, while it waits.
     restart_due: float | None = None
     health: HealthStatus = HealthStatus.HEALTHY
@@ -197,6 +215,10 @@ class Supervisor:
         self.window = RestartWindow(spec.max_restarts, spec.max_seconds)
         self._reset_after = spec.backoff.reset_after if spec.backoff is not None else math.inf
         self._inbox_send, self._inbox = trio.open_memory_channel[Any](math.inf)
+        # True while the serve loop waits for a message and none has been posted since: the
+        # supervisor's state is then at rest, and an exiting run may apply the policy to
+        # itself synchronously, exactly as the loop would (see ``_restart_in_place``).
+        self._idle = False
         self._pending: list[_Pending] = []
         self._nursery: trio.Nursery | None = None
         # How the children are reported when the supervisor stops them all at its end.
@@ -227,7 +249,7 @@ class Supervisor:
                 " call; wait for it to start or restart"
             )
         call = _Call(fn)
-        self._inbox_send.send_nowait(call)
+        self._post(call)
         await call.done.wait()
         assert call.result is not None
         return call.result.unwrap()  # type: ignore[no-any-return]
@@ -247,7 +269,11 @@ class Supervisor:
             else:
                 starting.scope.cancel(reason=f"{reason}: cut short while starting")
         with contextlib.suppress(trio.ClosedResourceError):  # it has already exited
-            self._inbox_send.send_nowait(_STOP)
+            self._post(_STOP)
+
+    def _post(self, message: object) -> None:
+        self._idle = False
+        self._inbox_send.send_nowait(message)
 
     # ----------------------------------------------------------------------- lifecycle
 
@@ -289,26 +315,32 @@ class Supervisor:
                 due = min(pending.due for pending in self._pending)
                 message = None
                 with trio.move_on_at(due):
+                    self._idle = True
                     message = await inbox.receive()
+                self._idle = False
                 if message is None:
                     await self._start_due()
                     continue
             else:
+                self._idle = True
                 message = await inbox.receive()
+                self._idle = False
             await self._handle(message)
 
     async def _handle(self, message: object) -> None:
         if isinstance(message, Run):
-            if message.child.run is message and message.stop_kind is None:
+            # Not when a terminate_child came in between its exit and now: it stays stopped.
+            child = message.child
+            if child.run is message and message.stop_kind is None and not child.terminated:
                 await self._exited(message)
         elif isinstance(message, _Call):
             message.result = await outcome.acapture(message.fn)
             message.done.set()
         elif isinstance(message, _HealthFailure):
             run = message.run
-            if run.child.run is run and run.stop_kind is None and not run.done.is_set():
+            if run.child.run is run and run.stop_kind is None and not run.exited:
                 run.error = message.error
-                await self._stop_one(run.child, EventKind.CRASHED, str(message.error), wait=True)
+                await self._stop_one(run.child, EventKind.CRASHED, str(message.error))
                 await self._exited(run)
         # _STOP needs no handling: the serve loop checks the flag it set.
 
@@ -332,18 +364,9 @@ class Supervisor:
     async def start(self, child: Child, *, restarted: bool) -> BaseException | None:
         """Start one run of ``child``; return the error if it failed before it started."""
         assert self._nursery is not None
-        bus = self.shared.bus
+        run = self._new_run(child)
         spec = child.spec
-        run = Run(child, ChildContext(spec.name, child.path, child.restarts))
-        child.run = run
-        child.state = ChildState.STARTING
-        child.restart_due = None
-        child.gone = False
-        run.started_at = now = trio.current_time()
-        if isinstance(spec, SupervisorSpec):
-            run.nested = Supervisor(spec, child.path, self.shared)
-        startable = isinstance(spec, SupervisorSpec) or spec.takes_task_status
-        if startable:
+        if isinstance(spec, SupervisorSpec) or spec.takes_task_status:
             self._starting = run
             try:
                 await self._nursery.start(self._run_child, run)
@@ -355,17 +378,39 @@ class Supervisor:
                 if run.error is not None:
                     child.last_error = run.error
                 return run.error
+            # It took its time to call started().
+            self._announce(child, run, restarted, trio.current_time())
         else:
             run.started = True
             self._nursery.start_soon(self._run_child, run)
-        if not run.done.is_set():
+            self._announce(child, run, restarted, run.started_at)
+        return None
+
+    def _new_run(self, child: Child) -> Run:
+        spec = child.spec
+        run = Run(child, ChildContext(spec.name, child.path, child.restarts))
+        child.run = run
+        child.state = ChildState.STARTING
+        child.restart_due = None
+        child.gone = False
+        run.started_at = trio.current_time()
+        if isinstance(spec, SupervisorSpec):
+            run.nested = Supervisor(spec, child.path, self.shared)
+        return run
+
+    def _announce(self, child: Child, run: Run, restarted: bool, now: float) -> None:
+        """Record that ``run`` has started: state, event, health."""
+        assert self._nursery is not None
+        bus = self.shared.bus
+        if not run.exited:
             child.state = ChildState.RUNNING
         child.started_at = run.started_at
-        if startable:
-            now = trio.current_time()  # it took its time to call started()
-        kind = EventKind.RESTARTED if restarted else EventKind.STARTED
-        bus.emit(kind, child.path, child.restarts, time=now)
-        health = spec.health if isinstance(spec, ChildSpec) else None
+        bus.emit(
+            EventKind.RESTARTED if restarted else EventKind.STARTED,
+            child.path,
+            child.restarts,
+            time=now,
+        )
         if child.health is not HealthStatus.HEALTHY:
             # A fresh run starts healthy; say so, or watchers keep the old status.
             bus.emit(
@@ -377,58 +422,114 @@ class Supervisor:
             )
             child.health = HealthStatus.HEALTHY
         child.health_failures = 0
+        health = child.spec.health if isinstance(child.spec, ChildSpec) else None
         if health is not None:
             run.probe_scope = trio.CancelScope()
             self._nursery.start_soon(self._probe, run, health)
-        return None
 
     async def _run_child(
         self, run: Run, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """The task of one run. It never raises what the child raised: it reports it."""
-        _current.set(run.ctx)
+        """The task of a child's runs. It never raises what the child raised: it reports it.
+
+        A plain target restarted in place (see ``_restart_in_place``) runs again in this
+        same task, each run in its own cancel scope.
+        """
         child = run.child
         spec = child.spec
-        try:
-            with run.scope:
-                try:
-                    if run.nested is not None:
-                        await run.nested.run(task_status=_Starter(run, task_status))
-                    else:
-                        assert isinstance(spec, ChildSpec)
-                        if isinstance(spec.target, ServiceTarget):
-                            await self._run_service(run, spec, task_status)
-                        elif spec.takes_task_status:
-                            await spec.target(*spec.args, task_status=_Starter(run, task_status))
+        restarted = False
+        while True:
+            _current.set(run.ctx)
+            try:
+                with run.scope:
+                    try:
+                        if restarted:
+                            # Let other tasks run between two runs of a crash loop.
+                            await trio.lowlevel.checkpoint()
+                        if run.nested is not None:
+                            await run.nested.run(task_status=_Starter(run, task_status))
                         else:
-                            await spec.target(*spec.args)
-                    if not run.started:
-                        raise RuntimeError(
-                            f"child {child.path!r} returned without calling task_status.started()"
-                        )
-                except trio.Cancelled:
-                    raise
-                except Exception as exc:
-                    run.error = exc
-                except BaseExceptionGroup as group:
-                    # A nursery inside the child failed while being cancelled: keep the
-                    # child's own errors. Cancellation is level-triggered, so an outer
-                    # cancel still reaches the supervisor at its next checkpoint.
-                    _, rest = group.split(trio.Cancelled)
-                    if rest is None or rest.split(Exception)[1] is not None:
+                            assert isinstance(spec, ChildSpec)
+                            if isinstance(spec.target, ServiceTarget):
+                                await self._run_service(run, spec, task_status)
+                            elif spec.takes_task_status:
+                                await spec.target(
+                                    *spec.args, task_status=_Starter(run, task_status)
+                                )
+                            else:
+                                await spec.target(*spec.args)
+                        if not run.started:
+                            raise RuntimeError(
+                                f"child {child.path!r} returned without calling"
+                                " task_status.started()"
+                            )
+                    except trio.Cancelled:
                         raise
-                    run.error = group
-        finally:
-            run.done.set()
-            if run.probe_scope is not None:
-                run.probe_scope.cancel()
-            if self.shared.unstopped:
-                self.shared.unstopped.pop(child.path, None)
-        self._report_exit(run)
-        if not run.started:
-            task_status.started()
-        elif run.stop_kind is None:
-            self._inbox_send.send_nowait(run)
+                    except Exception as exc:
+                        run.error = exc
+                    except BaseExceptionGroup as group:
+                        # A nursery inside the child failed while being cancelled: keep the
+                        # child's own errors. Cancellation is level-triggered, so an outer
+                        # cancel still reaches the supervisor at its next checkpoint.
+                        _, rest = group.split(trio.Cancelled)
+                        if rest is None or rest.split(Exception)[1] is not None:
+                            raise
+                        run.error = group
+            finally:
+                run.mark_exited()
+                if run.probe_scope is not None:
+                    run.probe_scope.cancel()
+                if self.shared.unstopped:
+                    self.shared.unstopped.pop(child.path, None)
+            self._report_exit(run)
+            if not run.started:
+                task_status.started()
+                return
+            if run.stop_kind is not None:
+                return
+            if self._idle:
+                next_run = self._restart_in_place(run)
+                if next_run is not None:
+                    run, restarted = next_run, True
+                    continue
+            self._post(run)
+            return
+
+    def _restart_in_place(self, run: Run) -> Run | None:
+        """Apply the policy to an exited run from its own task; return the next run.
+
+        Only when the supervisor is idle (so its state is at rest and this is what its loop
+        would do next), for a one-for-one restart of a plain target with no backoff: that
+        needs no stop and no wait, so it is all synchronous. Saves the hop through the
+        inbox and a new task per restart. Returns None when the loop must decide.
+        """
+        child = run.child
+        spec = child.spec
+        if (
+            self.spec.strategy is not Strategy.ONE_FOR_ONE
+            or self.spec.backoff is not None
+            or child.run is not run
+            or self._stop_requested
+            or self.failure is not None
+            or not isinstance(spec, ChildSpec)
+            or spec.takes_task_status
+            or isinstance(spec.target, ServiceTarget)
+            or not should_restart(spec.restart, run.error is not None)
+        ):
+            return None
+        child.state = ChildState.STOPPED
+        if run.error is not None:
+            child.last_error = run.error
+        now = trio.current_time()
+        if not self.window.allow(now):
+            self._give_up(child, run.error)
+            self._post(_STOP)  # wake the loop: it ends on the failure
+            return None
+        self._schedule_restart(child, [child], run.error, 0.0, now)
+        next_run = self._new_run(child)
+        next_run.started = True
+        self._announce(child, next_run, True, next_run.started_at)
+        return next_run
 
     async def _run_service(
         self, run: Run, spec: ChildSpec, task_status: trio.TaskStatus[None]
@@ -500,6 +601,7 @@ class Supervisor:
 
     def remove(self, child: Child, why: str) -> None:
         self.children.remove(child)
+        child.removed = True
         if child.spec.significant:
             self._significant_removed += 1
         self.shared.bus.emit(EventKind.REMOVED, child.path, child.restarts, detail=why)
@@ -509,32 +611,17 @@ class Supervisor:
 
         ``now`` is when the restart is decided: it counts in the intensity from then.
         """
-        bus = self.shared.bus
         while True:
             if not self.window.allow(now):
-                failure = RestartIntensityExceeded(
-                    self.path, self.spec.max_restarts, self.spec.max_seconds
-                )
-                failure.__cause__ = error
-                self.failure = failure
-                self._stop_kind = EventKind.EXITED
-                self._stop_reason = f"supervisor gave up after {failed.path!r} exited"
-                bus.emit(EventKind.INTENSITY_EXCEEDED, self.path, 0, failure, str(failure))
+                self._give_up(failed, error)
                 return
             if self.spec.strategy is Strategy.ONE_FOR_ONE:
                 group = [failed]  # it has exited already: nothing to stop
             else:
                 group = await self._stop_group(failed)
-            failed.consecutive += 1
             backoff = self.spec.backoff
-            delay = backoff.delay(failed.consecutive, self.shared.rng) if backoff else 0.0
-            for child in group:
-                child.state = ChildState.RESTARTING
-                child.restarts += 1
-            detail = f"in {delay:.3f}s"
-            if len(group) > 1:
-                detail += f" with {', '.join(c.path for c in group if c is not failed)}"
-            bus.emit(EventKind.RESTART_SCHEDULED, failed.path, failed.restarts, error, detail, now)
+            delay = backoff.delay(failed.consecutive + 1, self.shared.rng) if backoff else 0.0
+            self._schedule_restart(failed, group, error, delay, now)
             if delay > 0:
                 due = now + delay
                 for child in group:
@@ -546,6 +633,33 @@ class Supervisor:
                 return
             failed, error = next_failure
             now = trio.current_time()
+
+    def _give_up(self, failed: Child, error: BaseException | None) -> None:
+        failure = RestartIntensityExceeded(self.path, self.spec.max_restarts, self.spec.max_seconds)
+        failure.__cause__ = error
+        self.failure = failure
+        self._stop_kind = EventKind.EXITED
+        self._stop_reason = f"supervisor gave up after {failed.path!r} exited"
+        self.shared.bus.emit(EventKind.INTENSITY_EXCEEDED, self.path, 0, failure, str(failure))
+
+    def _schedule_restart(
+        self,
+        failed: Child,
+        group: list[Child],
+        error: BaseException | None,
+        delay: float,
+        now: float,
+    ) -> None:
+        failed.consecutive += 1
+        for child in group:
+            child.state = ChildState.RESTARTING
+            child.restarts += 1
+        detail = f"in {delay:.3f}s" if delay else "in 0.000s"
+        if len(group) > 1:
+            detail += f" with {', '.join(c.path for c in group if c is not failed)}"
+        self.shared.bus.emit(
+            EventKind.RESTART_SCHEDULED, failed.path, failed.restarts, error, detail, now
+        )
 
     async def _stop_group(self, failed: Child) -> list[Child]:
         """Stop the strategy group of ``failed`` (reverse order); return who is to restart."""
@@ -564,7 +678,7 @@ class Supervisor:
 
     async def _start_group(self, group: list[Child]) -> tuple[Child, BaseException] | None:
         for child in group:
-            if child.state is not ChildState.RESTARTING or child not in self.children:
+            if child.state is not ChildState.RESTARTING or child.removed:
                 continue  # terminated, restarted by hand or removed while it waited
             error = await self.start(child, restarted=True)
             if error is not None:
@@ -589,23 +703,35 @@ class Supervisor:
 
     async def stop_children(self, children: Iterable[Child], kind: EventKind, reason: str) -> None:
         """Stop ``children`` one at a time in reverse order, then wait for the stragglers."""
-        stragglers = []
-        for child in reversed(list(children)):
-            if child.restart_due is not None:
-                self.forget_pending(child)
-                child.state = ChildState.STOPPED
-            run = child.run
-            if run is None or run.done.is_set():
-                continue
-            await self._stop_one(child, kind, reason, wait=False)
-            if not run.done.is_set():
-                stragglers.append(run)
+        todo = list(children)
+        stragglers: list[Run] = []
+        while todo:
+            # One timer scope for the whole loop, its deadline moved to each child's
+            # shutdown_timeout in turn: a scope per child doubled the cost of a stop. A new
+            # scope is only needed after a child overran (a cancelled scope stays cancelled).
+            stopping: Run | None = None
+            with trio.CancelScope() as timer:
+                while todo:
+                    child = todo.pop()
+                    if child.restart_due is not None:
+                        self.forget_pending(child)
+                        child.state = ChildState.STOPPED
+                    stopping = child.run
+                    if stopping is None or stopping.exited:
+                        continue
+                    limit = self._begin_stop(child, stopping, kind, reason)
+                    timer.deadline = _stop_deadline(stopping, limit)
+                    await self._ask_and_wait(child, stopping, limit)
+                    child.state = ChildState.STOPPED
+            if stopping is not None and not stopping.exited:  # the timer cut its wait short
+                self._overran(stopping.child, stopping, reason)
+                stragglers.append(stopping)
         for run in stragglers:
-            await run.done.wait()
+            await run.wait_exited()
             run.child.state = ChildState.STOPPED
 
-    async def _stop_one(self, child: Child, kind: EventKind, reason: str, *, wait: bool) -> None:
-        """Stop the current run of ``child`` as §4 says; with ``wait``, past its timeout too.
+    async def _stop_one(self, child: Child, kind: EventKind, reason: str) -> None:
+        """Stop the current run of ``child`` as §4 says, and wait for it past its timeout.
 
         Ask first (``stop_requested``, ``stop()``, or a nested supervisor's stop request),
         cancel a plain function at once, and emit ``STOP_TIMEOUT`` if it is still running
@@ -613,42 +739,55 @@ class Supervisor:
         """
         run = child.run
         assert run is not None
-        if run.done.is_set():
+        if run.exited:
             child.state = ChildState.STOPPED
             return
+        timeout = self._begin_stop(child, run, kind, reason)
+        with trio.move_on_at(_stop_deadline(run, timeout)):
+            await self._ask_and_wait(child, run, timeout)
+        if not run.exited:
+            self._overran(child, run, reason)
+            await run.wait_exited()
+        child.state = ChildState.STOPPED
+
+    def _begin_stop(self, child: Child, run: Run, kind: EventKind, reason: str) -> float | None:
         run.stop_kind = kind
         run.stop_reason = reason
+        run.stop_asked_at = trio.current_time()
         child.state = ChildState.STOPPING
-        timeout = child.spec.shutdown_timeout
-        cancel_reason = f"trio_supervise stopped {child.path!r}: {reason}"
-        if timeout == 0:
-            run.scope.cancel(reason=cancel_reason)
-            await run.done.wait()
-            child.state = ChildState.STOPPED
+        return child.spec.shutdown_timeout
+
+    async def _ask_and_wait(self, child: Child, run: Run, limit: float | None) -> None:
+        """Ask ``run`` to stop (or cancel it for a ``limit`` of 0) and wait until it has exited."""
+        reason = run.stop_reason
+        if limit == 0:  # brutal kill: no asking, and no timeout to overrun
+            run.scope.cancel(reason=f"trio_supervise stopped {child.path!r}: {reason}")
+            await run.wait_exited()
             return
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
-        run.ctx.stop_requested.set()
-        with trio.move_on_at(deadline):
-            if run.nested is not None:
-                run.nested.request_stop(kind, reason)
-            elif run.service is not None:
-                await self._ask_service(child, run)
-            else:
-                run.scope.cancel(reason=cancel_reason)
-            await run.done.wait()
-        if not run.done.is_set():
-            self.shared.unstopped[child.path] = run
-            self.shared.bus.emit(
-                EventKind.STOP_TIMEOUT,
-                child.path,
-                child.restarts,
-                detail=f"still running {timeout:g}s after it was asked to stop ({reason})",
-            )
-            run.scope.cancel(reason=f"{cancel_reason} (shutdown_timeout {timeout:g}s passed)")
-            if not wait:
-                return
-            await run.done.wait()
-        child.state = ChildState.STOPPED
+        run.ctx._request_stop()
+        if run.nested is not None:
+            assert run.stop_kind is not None
+            run.nested.request_stop(run.stop_kind, reason)
+        elif run.service is not None:
+            await self._ask_service(child, run)
+        else:
+            run.scope.cancel(reason=f"trio_supervise stopped {child.path!r}: {reason}")
+        await run.wait_exited()
+
+    def _overran(self, child: Child, run: Run, reason: str) -> None:
+        timeout = child.spec.shutdown_timeout
+        assert timeout is not None
+        self.shared.unstopped[child.path] = run
+        self.shared.bus.emit(
+            EventKind.STOP_TIMEOUT,
+            child.path,
+            child.restarts,
+            detail=f"still running {timeout:g}s after it was asked to stop ({reason})",
+        )
+        run.scope.cancel(
+            reason=f"trio_supervise stopped {child.path!r}: {reason}"
+            f" (shutdown_timeout {timeout:g}s passed)"
+        )
 
     async def _ask_service(self, child: Child, run: Run) -> None:
         stop = getattr(run.service, "stop", None)
@@ -715,8 +854,13 @@ class Supervisor:
                         f"{child.path!r} failed {failures} health probes in a row; last: {problem}"
                     )
                     error.__cause__ = cause
-                    self._inbox_send.send_nowait(_HealthFailure(run, error))
+                    self._post(_HealthFailure(run, error))
                     return
+
+
+def _stop_deadline(run: Run, timeout: float | None) -> float:
+    # None waits without a limit; 0 cancels at once and has nothing to overrun.
+    return math.inf if not timeout else run.stop_asked_at + timeout
 
 
 async def _probe_once(
