@@ -4,7 +4,7 @@ Usage::
 
     python -m benchmarks                 # everything, default sizes (about 2 minutes)
     python -m benchmarks --quick         # every benchmark with tiny sizes (about a second)
-    python -m benchmarks --only restart  # some of them: start_stop, restart, memory, scaling
+    python -m benchmarks --only restart  # some: start_stop, restart, memory, scaling, shutdown
     python benchmarks/run.py ...         # the same
 
 Exit status 0, or with ``--strict`` 1 when a target is missed.
@@ -26,16 +26,23 @@ if not __package__:  # run as a script: make the repository root importable
 import trio
 
 import trio_supervise
-from benchmarks import bench_memory, bench_restart, bench_scaling, bench_start_stop
+from benchmarks import (
+    bench_memory,
+    bench_restart,
+    bench_scaling,
+    bench_shutdown,
+    bench_start_stop,
+)
 from benchmarks._common import QUICK, Config, Reporter
 
-BENCHMARKS = ("start_stop", "restart", "memory", "scaling")
+BENCHMARKS = ("start_stop", "restart", "memory", "scaling", "shutdown")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="trio_supervise against bare Trio: start, stop, restart, memory, scaling.",
+        description="trio_supervise against bare Trio: start, stop, restart, memory, scaling,"
+        " shutdown.",
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny sizes: checks that everything runs"
@@ -90,6 +97,8 @@ def main(argv: Sequence[str] | None = None, reporter: Reporter | None = None) ->
             memory = bench_memory.run(config, r)
         if "scaling" in selected:
             bench_scaling.run(config, r, base, memory.get(config.children))
+        if "shutdown" in selected:
+            bench_shutdown.run(config, r)
     finally:
         if gc_was_enabled:
             gc.enable()

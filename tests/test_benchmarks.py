@@ -69,6 +69,8 @@ def test_quick_run_prints_every_benchmark() -> None:
         "memory_40_ratio_median",
         "scaling_start_40_vs_10_supervise_median",
         "scaling_stop_40_vs_10_supervise_median",
+        "shutdown_hooks_5x20_ratio_median",
+        "shutdown_step_100_ratio_vs_ordered_median",
     ]
     for name in expected:
         assert name in metrics, f"missing {name}"
@@ -78,7 +80,7 @@ def test_quick_run_prints_every_benchmark() -> None:
     ratios = {name: unit for name, (_, unit) in metrics.items() if name.endswith("_median")}
     assert {unit for name, unit in ratios.items() if "ratio" in name} == {"x"}
     verdicts = [value for name, (value, _) in metrics.items() if name.startswith("target_met_")]
-    assert len(verdicts) == 10
+    assert len(verdicts) == 12
     assert set(verdicts) <= {0.0, 1.0}
     met, missed = metrics["targets_met"][0], metrics["targets_missed"][0]
     assert met + missed == len(verdicts)

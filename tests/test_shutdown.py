@@ -17,6 +17,8 @@ from trio_supervise import (
     AutoShutdown,
     Band,
     ChildSpec,
+    ChildState,
+    DrainDelay,
     EventKind,
     HookResult,
     Restart,
@@ -25,6 +27,7 @@ from trio_supervise import (
     ShutdownReport,
     SpecError,
     SupervisorSpec,
+    current_tree,
     supervisor_tree,
 )
 from trio_supervise.testing import (
@@ -704,3 +707,195 @@ async def test_report_is_none_before_the_shutdown_and_a_report_after(
     assert tree.shutdown_report.started == pytest.approx(4.0)
     assert tree.shutdown_report.duration == pytest.approx(0.0)
     assert not tree.shutdown_report.forced
+
+
+# ------------------------------------------------------------------ HookResult.started
+
+
+async def test_hook_results_say_when_each_hook_started(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    error = HookError("close failed")
+
+    async def failing() -> None:
+        await trio.sleep(1)
+        raise error
+
+    spans: Spans = {}
+    hooks = [
+        ShutdownHook("stop", timed(spans, "stop", 1.0), priority=Band.STOP_ACCEPTING),
+        ShutdownHook("stop-quick", timed(spans, "stop-quick", 0.25), priority=5),
+        ShutdownHook("flush", timed(spans, "flush", 9.0), priority=Band.FLUSH, timeout=0.5),
+        ShutdownHook("close", failing, priority=Band.CLOSE),
+        ShutdownHook("cleanup", timed(spans, "cleanup", 100.0), priority=Band.CLEANUP),
+        ShutdownHook("never", timed(spans, "never", 1.0), priority=50),
+    ]
+    async with supervisor_tree(simple(), hooks=hooks, shutdown_deadline=5.0) as tree:
+        await trio.sleep(2)
+    report = tree.shutdown_report
+    assert report is not None
+    # The shutdown starts at 2; each band starts when the one before it has ended; the
+    # deadline (7) cancels "cleanup"; the band after it never starts.
+    assert [
+        (
+            hook.name,
+            hook.status,
+            None if hook.started is None else round(hook.started, 9),
+            round(hook.duration, 9),
+        )
+        for hook in report.hooks
+    ] == [
+        ("supervisor", "ok", 3.0, 0.0),
+        ("stop", "ok", 2.0, 1.0),
+        ("stop-quick", "ok", 2.0, 0.25),
+        ("flush", "timed_out", 3.0, 0.5),
+        ("close", "error", 3.5, 1.0),
+        ("cleanup", "cancelled", 4.5, 2.5),
+        ("never", "skipped", None, 0.0),
+    ]
+    (close,) = [hook for hook in report.hooks if hook.name == "close"]
+    assert close.error is error
+    assert report.deadline_exceeded
+    assert HookResult("h", 0, "skipped", 0.0).started is None
+
+
+# ---------------------------------------------------------------------------- DrainDelay
+
+
+def test_drain_delay_hook() -> None:
+    drain = DrainDelay(2)
+    assert drain.seconds == 2.0
+    assert isinstance(drain.seconds, float)
+    hook = drain.hook
+    assert isinstance(hook, ShutdownHook)
+    assert (hook.name, hook.priority, hook.band, hook.timeout) == (
+        "drain-delay",
+        Band.STOP_ACCEPTING,
+        0,
+        None,
+    )
+    assert drain.remaining is None
+    assert DrainDelay().seconds == 5.0
+    assert DrainDelay(0.5, name="lb-drain").hook.name == "lb-drain"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "name", "message"),
+    [
+        (-1, "drain-delay", r"^DrainDelay 'drain-delay': seconds must be >= 0 \(got -1\)$"),
+        (math.nan, "lb", r"^DrainDelay 'lb': seconds must be >= 0 \(got nan\)$"),
+        (None, "lb", r"^DrainDelay 'lb': seconds must be a number >= 0 \(got None\)$"),
+        ("5", "lb", r"^DrainDelay 'lb': seconds must be a number >= 0 \(got '5'\)$"),
+        (True, "lb", r"^DrainDelay 'lb': seconds must be a number >= 0 \(got True\)$"),
+        (5, "", r"^ShutdownHook: name must be a non-empty string \(got ''\)$"),
+    ],
+)
+def test_drain_delay_validation(seconds: object, name: str, message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        DrainDelay(seconds, name=name)  # type: ignore[arg-type]
+
+
+async def test_drain_delay_keeps_serving_while_not_ready_then_lets_listeners_close(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    drain = DrainDelay(5)
+    closed_at: list[float] = []
+    samples: list[tuple[float, float | None, bool, ChildState]] = []
+
+    async def close_listeners() -> None:
+        await drain.wait()
+        closed_at.append(trio.current_time())
+
+    async def probe() -> None:
+        # A child that looks at the tree every second, off the whole seconds.
+        tree = current_tree()
+        await trio.sleep(0.5)
+        while True:
+            samples.append(
+                (trio.current_time(), drain.remaining, tree.health().ready, tree.info("web").state)
+            )
+            await trio.sleep(1)
+
+    hooks = [
+        drain.hook,
+        ShutdownHook("close-listeners", close_listeners, priority=Band.STOP_ACCEPTING),
+    ]
+    spec = SupervisorSpec("app", [ChildSpec("web", sleeper()), ChildSpec("probe", probe)])
+    async with supervisor_tree(spec, hooks=hooks, shutdown_deadline=20.0) as tree:
+        recorder = EventRecorder(tree)
+        await trio.sleep(2)
+    running = ChildState.RUNNING
+    assert samples == [
+        (0.5, None, True, running),
+        (1.5, None, True, running),
+        # The shutdown started at 2: not ready, the delay counts down, "web" still serves.
+        (2.5, 4.5, False, running),
+        (3.5, 3.5, False, running),
+        (4.5, 2.5, False, running),
+        (5.5, 1.5, False, running),
+        (6.5, 0.5, False, running),
+    ]
+    assert closed_at == [7.0]
+    assert drain.remaining == 0.0
+    # The children are stopped in band DRAIN, once the delay is over.
+    assert [(e.path, e.time) for e in recorder.of(EventKind.TERMINATED)] == [
+        ("probe", 7.0),
+        ("web", 7.0),
+    ]
+    report = tree.shutdown_report
+    assert report is not None
+    assert report.ok
+    assert results(report) == {
+        "supervisor": ("ok", 0.0),
+        "drain-delay": ("ok", 5.0),
+        "close-listeners": ("ok", 5.0),
+    }
+    assert [hook.started for hook in report.hooks] == [7.0, 2.0, 2.0]
+
+
+async def test_a_zero_drain_delay_returns_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    drain = DrainDelay(0)
+    waited: list[float] = []
+
+    async def close_listeners() -> None:
+        await drain.wait()
+        waited.append(trio.current_time())
+
+    hooks = [drain.hook, ShutdownHook("close", close_listeners, priority=0)]
+    async with supervisor_tree(simple(), hooks=hooks) as tree:
+        await trio.sleep(1)
+    assert waited == [1.0]
+    assert drain.remaining == 0.0
+    assert results(tree.shutdown_report)["drain-delay"] == ("ok", 0.0)
+
+
+async def test_a_deadline_shorter_than_the_drain_delay_cuts_it_and_wait_returns(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    drain = DrainDelay(10)
+    waited: list[float] = []
+    remaining: list[float | None] = []
+
+    async def close_listeners() -> None:
+        # Shielded, to see wait() return although the deadline cancels this hook too.
+        with trio.CancelScope(shield=True):
+            await drain.wait()
+        waited.append(trio.current_time())
+        remaining.append(drain.remaining)
+
+    hooks = [drain.hook, ShutdownHook("close", close_listeners, priority=Band.STOP_ACCEPTING)]
+    async with supervisor_tree(simple(), hooks=hooks, shutdown_deadline=3.0) as tree:
+        await trio.sleep(1)
+    assert waited == [4.0]
+    assert remaining == [0.0]
+    assert trio.current_time() == pytest.approx(4.0)
+    report = tree.shutdown_report
+    assert report is not None
+    assert report.deadline_exceeded
+    assert results(report) == {
+        "supervisor": ("skipped", 0.0),
+        "drain-delay": ("cancelled", 3.0),
+        "close": ("cancelled", 3.0),
+    }

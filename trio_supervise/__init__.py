@@ -32,6 +32,7 @@ from ._spec import HealthStatus as HealthStatus
 from ._spec import Restart as Restart
 from ._spec import Strategy as Strategy
 from ._spec import SupervisorSpec as SupervisorSpec
+from ._systemd import SystemdNotifier as SystemdNotifier
 from ._tree import ChildCounts as ChildCounts
 from ._tree import ChildInfo as ChildInfo
 from ._tree import SupervisorTree as SupervisorTree

@@ -47,7 +47,11 @@ async def serve(
     timer: threading.Timer | None = None
     try:
         async with supervisor_tree(
-            spec, hooks=hooks, shutdown_deadline=shutdown_deadline, handle_signals=True
+            spec,
+            hooks=hooks,
+            shutdown_deadline=shutdown_deadline,
+            handle_signals=True,
+            notify_systemd=True,
         ) as tree:
             try:
                 await trio.sleep_forever()
@@ -76,6 +80,10 @@ def run(
     shutdown overruns ``shutdown_deadline`` by ``HARD_EXIT_GRACE`` seconds and tasks still
     refuse to stop, the unstopped children are logged and the process exits hard with code
     137, as it would after an orchestrator's SIGKILL; it never hangs.
+
+    Under systemd (``$NOTIFY_SOCKET`` set, as for a ``Type=notify`` unit) it reports
+    ``READY=1``, ``STOPPING=1``, ``STATUS=`` lines and, with ``WatchdogSec=``, watchdog
+    pings: see ``supervisor_tree(notify_systemd=True)`` and ``SystemdNotifier``.
 
     Returns:
       The process exit code: 0 after a graceful shutdown in which every hook finished

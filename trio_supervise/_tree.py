@@ -27,6 +27,7 @@ from ._health import HealthReport, health_report, walk
 from ._shutdown import Band, Shutdown, ShutdownHook, ShutdownReport
 from ._spec import AutoShutdown, ChildSpec, Restart, SupervisorSpec, _check_async_function
 from ._supervisor import Child, Supervisor, TreeShared, join_path
+from ._systemd import SystemdNotifier, TreeNotifications
 
 #: How many events ``tree.history`` keeps by default.
 DEFAULT_HISTORY_SIZE = 1000
@@ -566,6 +567,7 @@ async def supervisor_tree(
     history_size: int = DEFAULT_HISTORY_SIZE,
     rng: random.Random | None = None,
     reload_hooks: Mapping[str, Callable[[], Awaitable[object]]] | None = None,
+    notify_systemd: bool = False,
 ) -> AsyncIterator[SupervisorTree]:
     """Run the tree of ``spec`` for the duration of the ``async with`` block.
 
@@ -586,6 +588,11 @@ async def supervisor_tree(
       rng: the random source of backoff jitter; pass a seeded one for reproducible runs.
       reload_hooks: name -> async function, run on SIGHUP and ``tree.reload()`` (more can
         be added by ``tree.add_reload_hook``).
+      notify_systemd: when ``$NOTIFY_SOCKET`` is set, tell systemd (sd_notify) ``READY=1``
+        once the root has started, before the body runs; ``STOPPING=1`` when the shutdown
+        begins; ``STATUS=`` lines; and, with ``$WATCHDOG_USEC``, ``WATCHDOG=1`` every half
+        of it while the tree is not unhealthy (see ``SystemdNotifier``). Does nothing
+        without ``$NOTIFY_SOCKET``.
 
     Shutdown:
       A shutdown that starts while the body runs (``tree.shutdown()``, a signal, the root
@@ -626,6 +633,10 @@ async def supervisor_tree(
     tree: SupervisorTree = SupervisorTree._create(
         spec, hooks, shutdown_deadline, history_size, rng or random.Random(), reload_hooks or {}
     )
+    notifier = SystemdNotifier.from_environ() if notify_systemd else None
+    systemd = (
+        TreeNotifications(notifier, tree) if notifier is not None and notifier.enabled else None
+    )
     body_error: BaseException | None = None
     # Every task of the tree (children, hooks, the body) inherits it.
     token = _current_tree.set(tree)
@@ -637,6 +648,8 @@ async def supervisor_tree(
             try:
                 await tree._root_started.wait()
                 if tree._root_error is None:
+                    if systemd is not None and not tree.shutting_down:
+                        await systemd.started(nursery)
                     with tree._body_scope:
                         yield tree
             except BaseException as exc:
@@ -647,12 +660,16 @@ async def supervisor_tree(
                 tree._trigger("cancelled from outside")
             else:
                 tree._trigger(f"body raised {type(body_error).__name__}")
+            if systemd is not None:
+                await systemd.stopping(tree._shutdown.reason)
             await tree._shutdown.run()
             # Past the deadline (or forced), the children that still run are cancelled.
             tree._root_scope.cancel(reason="trio_supervise shutdown ended")
             nursery.cancel_scope.cancel(reason="trio_supervise shutdown ended")
     finally:
         _current_tree.reset(token)
+        if systemd is not None:
+            systemd.close()
     tree._bus.close()
     if body_error is not None:
         raise body_error

@@ -1,0 +1,792 @@
+"""The supervised WebSocket server: real sockets on 127.0.0.1, real trio-websocket clients.
+
+Time: ``clock`` runs at real speed (the sockets are real) and the tests jump it forward to
+end a drain delay or a close timeout at a moment they choose, so nothing waits on a guess.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+import trio_websocket
+from trio_websocket import (
+    CloseReason,
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketConnection,
+    WebSocketRequest,
+)
+
+from trio_supervise import (
+    Band,
+    ChildState,
+    DrainDelay,
+    EventKind,
+    ShutdownHook,
+    SpecError,
+    SupervisorSpec,
+    current_tree,
+    supervisor_tree,
+)
+from trio_supervise.integrations.websocket import (
+    GOING_AWAY,
+    HANDSHAKE_TIMEOUT,
+    INTERNAL_ERROR,
+    WebSocketServer,
+)
+from trio_supervise.testing import EventRecorder
+
+GREETING = '{"type": "hello"}'
+NOTICE = '{"type": "server_shutdown"}'
+HOST = "127.0.0.1"
+#: A fail-safe only: every wait below ends on a condition long before it.
+FAIL_SAFE = 30.0
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    """Real-speed time that a test can jump forward (pytest-trio runs the test with it)."""
+    return trio.testing.MockClock(rate=1.0)
+
+
+# ------------------------------------------------------------------------------- clients
+
+
+@asynccontextmanager
+async def open_client(port: int, path: str = "/ws") -> AsyncIterator[WebSocketConnection]:
+    """A trio-websocket client that owns its TCP stream and closes it.
+
+    ``open_websocket()`` leaves its socket open after a close begun by the server or a
+    refused handshake (a ResourceWarning when it is collected), so the stream is opened
+    here and wrapped with trio-websocket's ``wrap_client_stream``. A refused handshake
+    raises ``ExceptionGroup([ConnectionRejected])`` (from the reader task's nursery).
+    """
+    stream = await trio.open_tcp_stream(HOST, port)
+    async with stream, trio.open_nursery() as nursery:
+        ws = await trio_websocket.wrap_client_stream(nursery, stream, f"{HOST}:{port}", path)
+        try:
+            yield ws
+        finally:
+            with trio.move_on_after(FAIL_SAFE, shield=True):
+                await ws.aclose()
+            nursery.cancel_scope.cancel()
+
+
+@attrs.define
+class Received:
+    """What one client read until its connection closed."""
+
+    messages: list[str | bytes] = attrs.Factory(list)
+    reason: CloseReason | None = None
+    closed: trio.Event = attrs.Factory(trio.Event)
+
+
+async def read_all(ws: WebSocketConnection, into: Received) -> None:
+    try:
+        while True:
+            into.messages.append(await ws.get_message())
+    except ConnectionClosed as exc:
+        into.reason = exc.reason
+        into.closed.set()
+
+
+async def reading_client(
+    port: int,
+    into: Received,
+    *,
+    greeted: bool = True,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Connect, report started once the greeting came (or at once), read until closed."""
+    async with open_client(port) as ws:
+        if greeted:
+            into.messages.append(await ws.get_message())
+        task_status.started()
+        await read_all(ws, into)
+
+
+#: A reading client for a server without a greeting.
+ungreeted_client = functools.partial(reading_client, greeted=False)
+
+
+async def refused_status(port: int, path: str = "/ws") -> int:
+    """Attempt a handshake that the server refuses; return the HTTP status."""
+    with pytest.RaisesGroup(ConnectionRejected) as caught:
+        async with open_client(port, path):
+            pass
+    rejected = caught.value.exceptions[0]
+    assert isinstance(rejected, ConnectionRejected)
+    return rejected.status_code
+
+
+@asynccontextmanager
+async def open_mute_client(port: int) -> AsyncIterator[trio.SocketStream]:
+    """A raw TCP client that completes the opening handshake and never answers anything."""
+    stream = await trio.open_tcp_stream(HOST, port)
+    async with stream:
+        await stream.send_all(
+            b"GET /ws HTTP/1.1\r\n"
+            b"Host: " + f"{HOST}:{port}".encode() + b"\r\n"
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += await stream.receive_some()
+        assert response.startswith(b"HTTP/1.1 101 "), response
+        assert response.endswith(b"\r\n\r\n"), "the server sent a frame before any was due"
+        yield stream
+
+
+async def receive_exactly(stream: trio.SocketStream, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = await stream.receive_some(size - len(data))
+        assert chunk, f"EOF after {data!r}"
+        data += chunk
+    return data
+
+
+def text_frame(text: str) -> bytes:
+    """An unmasked server text frame (payloads below 126 bytes)."""
+    payload = text.encode()
+    return bytes([0x81, len(payload)]) + payload
+
+
+def close_frame(code: int, reason: str) -> bytes:
+    payload = code.to_bytes(2, "big") + reason.encode()
+    return bytes([0x88, len(payload)]) + payload
+
+
+# ------------------------------------------------------------------------------ handlers
+
+
+async def read_forever(conn: WebSocketConnection) -> None:
+    """A handler that reads until the connection closes (ConnectionClosed ends it)."""
+    while True:
+        await conn.get_message()
+
+
+async def idle(conn: WebSocketConnection) -> None:
+    """A handler that never touches its connection: only broadcasts reach the client."""
+    await trio.sleep_forever()
+
+
+async def echo_or_fail(conn: WebSocketConnection) -> None:
+    """Echo; "boom" raises, "bye" returns (the server then closes normally)."""
+    while True:
+        message = await conn.get_message()
+        if message == "boom":
+            raise RuntimeError("handler failed on purpose")
+        if message == "bye":
+            return
+        await conn.send_message(message)
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    """Poll a condition that no event announces (the state of another party's socket)."""
+    while not predicate():  # noqa: ASYNC110 - nothing to wait on: the state is another task's
+        await trio.sleep(0.001)
+
+
+def records(caplog: pytest.LogCaptureFixture, kind: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "kind", None) == kind]
+
+
+# ------------------------------------------------------------------------------ shutdown
+
+
+async def test_shutdown_drain_refuse_notice_then_1001(
+    clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_supervise")
+    drain = DrainDelay(5.0)
+    server = WebSocketServer(read_forever, port=0, drain=drain, greeting=GREETING)
+    # Holds the DRAIN band (where the child is stopped and the listener closes) until the
+    # prober has seen the 503: hooks of one band run concurrently, bands one after another.
+    refused_seen = trio.Event()
+    gate = ShutdownHook("test: gate", refused_seen.wait, priority=Band.STOP_ACCEPTING)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    clients = [Received() for _ in range(6)]
+    statuses: list[int] = []
+
+    async def prober(recorder: EventRecorder, port: int, nursery: trio.Nursery) -> None:
+        await recorder.wait_for(EventKind.SHUTDOWN_STARTED)
+        await wait_until(lambda: drain.remaining is not None)  # its hook task has begun
+        # The drain delay runs: the tree is not ready, yet handshakes still succeed.
+        assert drain.remaining == pytest.approx(5.0, abs=0.5)
+        assert server.accepting
+        await nursery.start(reading_client, port, clients[5])
+        assert len(server.connections) == 6
+        clock.jump(5.0)  # the drain delay ends
+        await recorder.wait_for(EventKind.HOOK_FINISHED, "websocket: stop accepting")
+        assert not server.accepting
+        statuses.append(await refused_status(port))
+        assert len(server.connections) == 6, "open connections go on during STOP_ACCEPTING"
+        refused_seen.set()
+
+    with trio.fail_after(FAIL_SAFE):
+        async with trio.open_nursery() as nursery:
+            async with supervisor_tree(
+                spec, hooks=[drain.hook, server.shutdown_hook(), gate]
+            ) as tree:
+                recorder = EventRecorder(tree)
+                port = server.port
+                assert port != 0
+                for received in clients[:5]:
+                    await nursery.start(reading_client, port, received)
+                assert len(server.connections) == 5
+                nursery.start_soon(prober, recorder, port, nursery)
+            # The tree has exited: the listener is closed.
+            with pytest.raises(OSError, match=r"Connection refused|all attempts to connect"):
+                await trio.open_tcp_stream(HOST, port)
+
+    assert statuses == [503]
+    for received in clients:
+        assert received.messages == [GREETING, NOTICE]
+        assert received.reason is not None
+        assert (received.reason.code, received.reason.reason) == (GOING_AWAY, "going away")
+    assert len(server.connections) == 0
+    report = tree.shutdown_report
+    assert report is not None
+    assert report.ok, report.format()
+    recorder.assert_sequence(
+        (EventKind.SHUTDOWN_STARTED, ""),
+        (EventKind.HOOK_FINISHED, "drain-delay"),
+        (EventKind.HOOK_FINISHED, "websocket: stop accepting"),
+        (EventKind.HOOK_FINISHED, "test: gate"),
+        (EventKind.TERMINATED, "websocket"),
+        (EventKind.HOOK_FINISHED, "supervisor"),
+        (EventKind.SHUTDOWN_FINISHED, ""),
+    )
+    assert recorder.of(EventKind.STOP_TIMEOUT) == []
+    assert [r.getMessage() for r in records(caplog, "WEBSOCKET_STOPPING")] == [
+        "WebSocket server stopping: closing 6 connection(s) with 1001 going away"
+    ]
+    assert records(caplog, "WEBSOCKET_CLOSE_TIMEOUT") == []
+
+
+async def test_a_client_that_never_answers_the_close_is_aborted_after_close_timeout(
+    clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_supervise")
+    server = WebSocketServer(read_forever, port=0, close_timeout=5.0)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    cleaned_up: list[float] = []
+
+    async def cleanup() -> None:
+        cleaned_up.append(trio.current_time())
+
+    later = ShutdownHook("test: cleanup", cleanup, priority=Band.CLEANUP)
+    good = Received()
+    mute_received: list[bytes] = []
+
+    async def mute(port: int, task_status: trio.TaskStatus[None]) -> None:
+        async with open_mute_client(port) as stream:
+            task_status.started()
+            expected = text_frame(NOTICE) + close_frame(GOING_AWAY, "going away")
+            mute_received.append(await receive_exactly(stream, len(expected)))
+            # The good client's close handshake is over once it left the registry; the
+            # server still waits for an answer from this one, that never comes.
+            await good.closed.wait()
+            await wait_until(lambda: len(server.connections) == 1)
+            clock.jump(5.0)
+            mute_received.append(await stream.receive_some())  # b"": aborted
+
+    with trio.fail_after(FAIL_SAFE):
+        async with trio.open_nursery() as nursery, supervisor_tree(spec, hooks=[later]) as tree:
+            recorder = EventRecorder(tree)
+            await nursery.start(ungreeted_client, server.port, good)
+            await nursery.start(mute, server.port)
+            await wait_until(lambda: len(server.connections) == 2)
+
+    # The reading client was closed properly at once, the mute one aborted after 5 s.
+    assert good.messages == [NOTICE]
+    assert good.reason is not None
+    assert good.reason.code == GOING_AWAY
+    assert mute_received == [text_frame(NOTICE) + close_frame(GOING_AWAY, "going away"), b""]
+    started = recorder.of(EventKind.SHUTDOWN_STARTED)[0].time
+    terminated = recorder.of(EventKind.TERMINATED, "websocket")[0].time
+    assert 5.0 <= terminated - started < 5.5
+    assert recorder.of(EventKind.STOP_TIMEOUT) == []
+    report = tree.shutdown_report
+    assert report is not None
+    assert report.ok, report.format()
+    assert len(cleaned_up) == 1
+    assert cleaned_up[0] >= terminated  # the shutdown went on to the later bands
+    [warning] = records(caplog, "WEBSOCKET_CLOSE_TIMEOUT")
+    assert warning.levelno == logging.WARNING
+    assert warning.getMessage().startswith(
+        "1 WebSocket connection(s) did not finish the close handshake within 5s"
+        " (close_timeout) and were aborted: 127.0.0.1:"
+    )
+
+
+async def test_terminate_child_without_shutdown_hook_still_refuses_and_closes_with_1001(
+    clock: trio.testing.MockClock,
+) -> None:
+    server = WebSocketServer(idle, port=0, notice=None)
+    spec = SupervisorSpec("app", [server.child_spec("ws")])
+    received = Received()
+    with trio.fail_after(FAIL_SAFE):
+        async with trio.open_nursery() as nursery, supervisor_tree(spec) as tree:
+            port = server.port
+            await nursery.start(ungreeted_client, port, received)
+            await tree.terminate_child("ws")
+            assert tree.info("ws").state is ChildState.STOPPED
+            assert not server.accepting
+            with pytest.raises(OSError, match=r"Connection refused|all attempts to connect"):
+                await trio.open_tcp_stream(HOST, port)
+    assert received.messages == []  # notice=None sends none
+    assert received.reason is not None
+    assert received.reason.code == GOING_AWAY
+
+
+async def test_a_handshake_accepted_as_the_stop_begins_gets_the_notice_and_1001(
+    clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hold one handshake between the server's "accepting?" check and its 101 answer.
+    real_accept = WebSocketRequest.accept
+    reached, proceed = trio.Event(), trio.Event()
+
+    async def held_accept(request: WebSocketRequest, **kwargs: Any) -> WebSocketConnection:
+        reached.set()
+        await proceed.wait()
+        return await real_accept(request, **kwargs)
+
+    monkeypatch.setattr(WebSocketRequest, "accept", held_accept)
+    server = WebSocketServer(read_forever, port=0, greeting=GREETING)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    late = Received()
+    with trio.fail_after(FAIL_SAFE):
+        async with trio.open_nursery() as nursery, supervisor_tree(spec) as tree:
+            nursery.start_soon(ungreeted_client, server.port, late)
+            await reached.wait()
+            nursery.start_soon(tree.terminate_child, "websocket")
+            await wait_until(lambda: not server.accepting)  # stop() has begun
+            proceed.set()
+            await late.closed.wait()
+            await wait_until(lambda: tree.info("websocket").state is ChildState.STOPPED)
+    # Its handler never ran (no greeting): it was told to go away at once.
+    assert late.messages == [NOTICE]
+    assert late.reason is not None
+    assert late.reason.code == GOING_AWAY
+
+
+# ----------------------------------------------------------------------------- broadcast
+
+
+async def test_broadcast_skips_and_forgets_a_client_that_vanished(
+    clock: trio.testing.MockClock,
+) -> None:
+    server = WebSocketServer(idle, port=0)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    clients = [Received() for _ in range(2)]
+    with trio.fail_after(FAIL_SAFE):
+        async with trio.open_nursery() as nursery, supervisor_tree(spec):
+            port = server.port
+            assert await server.broadcast("nobody yet") == 0
+            for received in clients:
+                await nursery.start(ungreeted_client, port, received)
+            # A third client vanishes without a close handshake (its TCP stream closed).
+            stream = await trio.open_tcp_stream(HOST, port)
+            async with stream, trio.open_nursery() as inner:
+                await trio_websocket.wrap_client_stream(inner, stream, f"{HOST}:{port}", "/ws")
+                await wait_until(lambda: len(server.connections) == 3)
+                vanished = list(server.connections)[2]
+                inner.cancel_scope.cancel()
+            # The idle handler never reads, so the broken one stays registered until a
+            # broadcast finds it closed (1006 once the server read the EOF).
+            await wait_until(lambda: vanished.closed is not None)
+            assert vanished in server.connections
+            assert await server.broadcast('{"type": "note", "id": 1}') == 2
+            assert vanished not in server.connections
+            assert len(server.connections) == 2
+            assert await server.broadcast('{"type": "note", "id": 2}') == 2
+    for received in clients:
+        assert received.messages == [
+            '{"type": "note", "id": 1}',
+            '{"type": "note", "id": 2}',
+            NOTICE,
+        ]
+        assert received.reason is not None
+        assert received.reason.code == GOING_AWAY
+
+
+async def test_broadcast_sends_nothing_once_stopping_and_checks_its_argument(
+    clock: trio.testing.MockClock,
+) -> None:
+    server = WebSocketServer(idle, port=0)
+    assert await server.broadcast("before the first start") == 0
+    with pytest.raises(TypeError, match=r"^WebSocketServer.broadcast: message must be a str"):
+        await server.broadcast(b"bytes")  # type: ignore[arg-type]
+    sent_during_stop: list[int] = []
+
+    async def broadcast_late() -> None:
+        sent_during_stop.append(await server.broadcast("too late"))
+
+    spec = SupervisorSpec("app", [server.child_spec()])
+    received = Received()
+    late = ShutdownHook("test: broadcast", broadcast_late, priority=Band.FLUSH)
+    with trio.fail_after(FAIL_SAFE):
+        async with trio.open_nursery() as nursery, supervisor_tree(spec, hooks=[late]):
+            await nursery.start(ungreeted_client, server.port, received)
+    assert sent_during_stop == [0]
+    assert received.messages == [NOTICE]
+
+
+# ------------------------------------------------------------------------------ handlers
+
+
+async def test_a_handler_error_closes_only_its_connection_with_1011(
+    clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_supervise")
+    server = WebSocketServer(echo_or_fail, port=0, greeting=GREETING)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    with trio.fail_after(FAIL_SAFE):
+        async with supervisor_tree(spec) as tree:
+            recorder = EventRecorder(tree)
+            port = server.port
+            async with open_client(port) as bystander, open_client(port) as victim:
+                assert await bystander.get_message() == GREETING
+                assert await victim.get_message() == GREETING
+                await victim.send_message("boom")
+                with pytest.raises(ConnectionClosed) as closed:
+                    await victim.get_message()
+                assert closed.value.reason is not None
+                assert (closed.value.reason.code, closed.value.reason.reason) == (
+                    INTERNAL_ERROR,
+                    "internal error",
+                )
+                # The server and the other connection go on.
+                await bystander.send_message("still there?")
+                assert await bystander.get_message() == "still there?"
+                await wait_until(lambda: len(server.connections) == 1)
+                # A handler that returns closes its connection normally.
+                await bystander.send_message("bye")
+                with pytest.raises(ConnectionClosed) as closed:
+                    await bystander.get_message()
+                assert closed.value.reason is not None
+                assert closed.value.reason.code == 1000
+            await wait_until(lambda: len(server.connections) == 0)
+            assert server.accepting
+            assert tree.info("websocket").state is ChildState.RUNNING
+            assert tree.info("websocket").restarts == 0
+            assert recorder.of(EventKind.CRASHED) == []
+    [error] = records(caplog, "WEBSOCKET_HANDLER_ERROR")
+    assert error.levelno == logging.ERROR
+    assert error.getMessage().startswith("WebSocket handler raised for 127.0.0.1:")
+    assert error.exc_info is not None
+    assert isinstance(error.exc_info[1], RuntimeError)
+    assert str(error.exc_info[1]) == "handler failed on purpose"
+
+
+async def test_a_handler_ending_with_connection_closed_in_a_group_is_not_an_error(
+    clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_supervise")
+    ended: list[str] = []
+
+    async def pump(conn: WebSocketConnection) -> None:
+        # A common shape: a reader and a writer in one nursery; the client's close makes
+        # the reader raise ConnectionClosed, which the nursery wraps in a group.
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_forever, conn)
+                nursery.start_soon(trio.sleep_forever)
+        finally:
+            ended.append("pump")
+
+    server = WebSocketServer(pump, port=0)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    with trio.fail_after(FAIL_SAFE):
+        async with supervisor_tree(spec):
+            async with open_client(server.port) as ws:
+                await wait_until(lambda: len(server.connections) == 1)
+                await ws.aclose(1000, "done")
+            await wait_until(lambda: len(server.connections) == 0)
+    assert ended == ["pump"]
+    assert records(caplog, "WEBSOCKET_HANDLER_ERROR") == []
+    assert records(caplog, "WEBSOCKET_CONNECTION_ERROR") == []
+
+
+async def test_a_handler_failing_while_cancelled_at_stop_does_not_crash_the_child(
+    clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_supervise")
+
+    async def fails_on_cancel(conn: WebSocketConnection) -> None:
+        # The stop cancels handlers still running after their connection closed; this one
+        # then raises next to its nursery's Cancelled: a BaseExceptionGroup of both.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+            try:
+                await trio.sleep_forever()
+            finally:
+                raise RuntimeError("cleanup failed")
+
+    server = WebSocketServer(fails_on_cancel, port=0)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    received = Received()
+    with trio.fail_after(FAIL_SAFE):
+        async with trio.open_nursery() as nursery, supervisor_tree(spec) as tree:
+            recorder = EventRecorder(tree)
+            await nursery.start(ungreeted_client, server.port, received)
+    assert received.reason is not None
+    assert received.reason.code == GOING_AWAY
+    recorder.assert_exact((EventKind.TERMINATED, "websocket"), path="websocket")
+    report = tree.shutdown_report
+    assert report is not None
+    assert report.ok, report.format()
+    [error] = records(caplog, "WEBSOCKET_CONNECTION_ERROR")
+    assert (error.levelno, error.getMessage()) == (logging.ERROR, "WebSocket connection failed")
+    assert error.exc_info is not None
+    assert pytest.RaisesGroup(
+        pytest.RaisesGroup(pytest.RaisesExc(RuntimeError, match=r"^cleanup failed$"))
+    ).matches(error.exc_info[1])
+
+
+async def test_wrong_path_gets_404_and_a_query_string_is_ignored(
+    clock: trio.testing.MockClock,
+) -> None:
+    server = WebSocketServer(read_forever, port=0, path="/live/ws", greeting=GREETING)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    with trio.fail_after(FAIL_SAFE):
+        async with supervisor_tree(spec):
+            assert await refused_status(server.port, "/ws") == 404
+            assert await refused_status(server.port, "/live/ws/more") == 404
+            async with open_client(server.port, "/live/ws?token=abc") as ws:
+                assert await ws.get_message() == GREETING
+                assert ws.path == "/live/ws?token=abc"
+
+
+async def test_a_client_that_never_completes_the_handshake_is_dropped(
+    clock: trio.testing.MockClock,
+) -> None:
+    server = WebSocketServer(read_forever, port=0)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    with trio.fail_after(FAIL_SAFE):
+        async with supervisor_tree(spec):
+            async with await trio.open_tcp_stream(HOST, server.port) as stalled:
+                await stalled.send_all(b"GET /ws HTTP/1.1\r\n")  # and nothing more
+                # Accepted after the stalled one, this client is registered only once the
+                # stalled one's task has run and set its handshake deadline.
+                async with open_client(server.port):
+                    await wait_until(lambda: len(server.connections) == 1)
+                clock.jump(HANDSHAKE_TIMEOUT)
+                assert await stalled.receive_some() == b""
+            await wait_until(lambda: len(server.connections) == 0)
+
+
+# ---------------------------------------------------------------------- restart and crash
+
+
+async def test_restart_child_says_goodbye_and_starts_with_an_empty_registry(
+    clock: trio.testing.MockClock,
+) -> None:
+    server = WebSocketServer(read_forever, port=0, greeting=GREETING)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    old = Received()
+    with trio.fail_after(FAIL_SAFE):
+        async with trio.open_nursery() as nursery, supervisor_tree(spec) as tree:
+            await nursery.start(reading_client, server.port, old)
+            old_view = server.connections
+            assert len(old_view) == 1
+            await tree.restart_child("websocket")
+            assert old.messages == [GREETING, NOTICE]
+            assert old.reason is not None
+            assert old.reason.code == GOING_AWAY
+            assert len(old_view) == 0
+            assert len(server.connections) == 0
+            assert server.accepting
+            # The new run listens (with port=0, on a port picked anew).
+            async with open_client(server.port) as ws:
+                assert await ws.get_message() == GREETING
+                assert len(server.connections) == 1
+            assert tree.info("websocket").restarts == 1
+
+
+async def test_a_crash_of_the_accept_loop_restarts_the_child_with_a_fresh_registry(
+    clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_serve_listeners = trio.serve_listeners
+    crash = trio.Event()
+    calls: list[int] = []
+
+    async def serve_then_fail_once(
+        handler: Callable[[trio.SocketStream], Any],
+        listeners: list[trio.SocketListener],
+        *,
+        task_status: trio.TaskStatus[list[trio.SocketListener]],
+    ) -> None:
+        calls.append(len(calls))
+        if len(calls) > 1:
+            await real_serve_listeners(handler, listeners, task_status=task_status)
+            return
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(real_serve_listeners, handler, listeners))
+            task_status.started(listeners)
+            await crash.wait()
+            raise OSError(errno.EBADF, "accept failed")
+
+    monkeypatch.setattr(trio, "serve_listeners", serve_then_fail_once)
+    server = WebSocketServer(read_forever, port=0, greeting=GREETING)
+    spec = SupervisorSpec("app", [server.child_spec()], backoff=None)
+    dropped = Received()
+    with trio.fail_after(FAIL_SAFE):
+        async with trio.open_nursery() as nursery, supervisor_tree(spec) as tree:
+            recorder = EventRecorder(tree)
+            await nursery.start(reading_client, server.port, dropped)
+            assert len(server.connections) == 1
+            crash.set()
+            restarted = await recorder.wait_for(EventKind.RESTARTED, "websocket")
+            assert restarted.restarts == 1
+            [crashed] = recorder.of(EventKind.CRASHED, "websocket")
+            assert pytest.RaisesGroup(
+                pytest.RaisesExc(OSError, match=r"^\[Errno 9\] accept failed$")
+            ).matches(crashed.error)
+            # A crash drops the connections at once (no close handshake, as a crashed
+            # process breaks its links); the new run has its own, empty registry.
+            await dropped.closed.wait()
+            assert dropped.reason is not None
+            assert dropped.reason.code == 1006
+            assert len(server.connections) == 0
+            async with open_client(server.port) as ws:
+                assert await ws.get_message() == GREETING
+                assert len(server.connections) == 1
+    assert calls == [0, 1]
+
+
+async def test_a_restart_during_the_shutdown_keeps_refusing_and_a_new_tree_accepts(
+    clock: trio.testing.MockClock,
+) -> None:
+    server = WebSocketServer(read_forever, port=0)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    statuses: list[int] = []
+
+    async def restart_then_probe() -> None:
+        # A crash-restart between the STOP_ACCEPTING and DRAIN bands, stood in for by
+        # restart_child from a hook of band STOP_ACCEPTING once the server refuses.
+        tree = current_tree()
+        await stopped_accepting.wait()
+        await tree.restart_child("websocket")
+        statuses.append(await refused_status(server.port))
+
+    stopped_accepting = trio.Event()
+    hook = server.shutdown_hook()
+
+    async def stop_accepting_then_signal() -> None:
+        await hook.fn()
+        stopped_accepting.set()
+
+    hooks = [
+        ShutdownHook("stop accepting", stop_accepting_then_signal, priority=Band.STOP_ACCEPTING),
+        ShutdownHook("test: restart", restart_then_probe, priority=Band.STOP_ACCEPTING),
+    ]
+    with trio.fail_after(FAIL_SAFE):
+        async with supervisor_tree(spec, hooks=hooks):
+            pass
+        assert statuses == [503]
+        # The same server object in a new tree accepts again.
+        async with supervisor_tree(spec):
+            assert server.accepting
+            async with open_client(server.port):
+                assert len(server.connections) == 1
+
+
+# ---------------------------------------------------------------------------- bad inputs
+
+
+async def _handler(conn: WebSocketConnection) -> None:
+    pass
+
+
+def _not_async(conn: WebSocketConnection) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"handler": _not_async},
+            r"^WebSocketServer: handler must be an async function \(async def\)",
+        ),
+        ({"host": ""}, r"^WebSocketServer: host must be a non-empty str \(got ''\); use '0\.0"),
+        ({"port": -1}, r"^WebSocketServer: port must be an int in \[0, 65535\] \(got -1\)"),
+        ({"port": 65536}, r"^WebSocketServer: port must be an int in \[0, 65535\] \(got 65536\)"),
+        ({"port": True}, r"^WebSocketServer: port must be an int in \[0, 65535\] \(got True\)"),
+        ({"port": "80"}, r"^WebSocketServer: port must be an int in \[0, 65535\] \(got '80'\)"),
+        ({"path": "ws"}, r"^WebSocketServer: path must be a str starting with '/' \(got 'ws'\)$"),
+        ({"path": "/ws?x=1"}, r"^WebSocketServer: path must be a bare URL path, without query"),
+        ({"path": "/a b"}, r"^WebSocketServer: path must be a bare URL path"),
+        ({"drain": 5.0}, r"^WebSocketServer: drain must be a DrainDelay or None \(got 5\.0\)$"),
+        ({"notice": b"x"}, r"^WebSocketServer: notice must be a str or None \(got b'x'\)$"),
+        ({"greeting": 1}, r"^WebSocketServer: greeting must be a str or None \(got 1\)$"),
+        ({"close_timeout": 0}, r"^WebSocketServer: close_timeout must be a finite number > 0"),
+        ({"close_timeout": -1.0}, r"^WebSocketServer: close_timeout must be a finite number"),
+        ({"close_timeout": float("nan")}, r"^WebSocketServer: close_timeout must be a finite"),
+        ({"close_timeout": float("inf")}, r"^WebSocketServer: close_timeout must be a finite"),
+        ({"close_timeout": None}, r"^WebSocketServer: close_timeout must be a finite number"),
+    ],
+)
+def test_bad_constructor_arguments_raise_spec_error(kwargs: dict[str, Any], message: str) -> None:
+    handler = kwargs.pop("handler", _handler)
+    with pytest.raises(SpecError, match=message):
+        WebSocketServer(handler, **kwargs)
+
+
+def test_bad_child_spec_and_hook_arguments_raise_spec_error() -> None:
+    server = WebSocketServer(_handler, close_timeout=2.0)
+    with pytest.raises(
+        SpecError,
+        match=(
+            r"^WebSocketServer child 'websocket': shutdown_timeout must be > close_timeout"
+            r" \(2\) or None \(got 2\.0\); a shorter one cuts"
+        ),
+    ):
+        server.child_spec(shutdown_timeout=2.0)
+    with pytest.raises(SpecError, match=r"^WebSocketServer child 'ws': .* \(got nan\)"):
+        server.child_spec("ws", shutdown_timeout=float("nan"))
+    with pytest.raises(
+        SpecError, match=r"^ChildSpec 'ws': shutdown_timeout must be a number >= 0 or None"
+    ):
+        server.child_spec("ws", shutdown_timeout="5")  # type: ignore[arg-type]
+    with pytest.raises(SpecError, match=r"^ChildSpec 'a/b': name must not contain '/'"):
+        server.child_spec("a/b")
+    with pytest.raises(SpecError, match=r"^ShutdownHook: name must be a non-empty string"):
+        server.shutdown_hook("")
+
+
+def test_child_spec_and_hook_defaults() -> None:
+    server = WebSocketServer(_handler, close_timeout=2.0)
+    spec = server.child_spec()
+    assert spec.name == "websocket"
+    assert spec.is_service
+    assert spec.shutdown_timeout is None
+    assert server.child_spec(shutdown_timeout=10).shutdown_timeout == 10
+    hook = server.shutdown_hook()
+    assert (hook.name, hook.priority, hook.timeout) == (
+        "websocket: stop accepting",
+        Band.STOP_ACCEPTING,
+        None,
+    )
+    # Before the first start.
+    with pytest.raises(
+        RuntimeError,
+        match=r"^WebSocketServer for 127\.0\.0\.1:8001 has not listened yet; its port is known",
+    ):
+        _ = server.port
+    assert len(server.connections) == 0
+    assert not server.accepting
+    assert repr(server) == "<WebSocketServer ws://127.0.0.1:8001/ws 0 connection(s)>"

@@ -1,0 +1,626 @@
+"""A supervised WebSocket server (trio-websocket) that says goodbye with 1001 at shutdown.
+
+Needs the ``websocket`` extra (``pip install 'trio-supervise[websocket]'``).
+
+``WebSocketServer`` serves one path over trio-websocket and keeps a registry of its open
+connections. It runs as a service child of a supervision tree (``child_spec()``) and takes
+part in the graceful shutdown in two steps:
+
+1. band ``STOP_ACCEPTING`` (``shutdown_hook()``): after the optional Kubernetes drain delay,
+   new handshakes are refused with HTTP 503; the open connections go on;
+2. band ``DRAIN`` (the supervisor stops the child, which calls ``stop()``): every open
+   connection is sent the ``notice`` message and closed with code 1001 "going away", all
+   at once and within ``close_timeout``; then the listener closes.
+
+A client thus reads the notice, then a close with code 1001, never a bare TCP close (1006).
+
+Example::
+
+    from trio_websocket import ConnectionClosed, WebSocketConnection
+
+    async def echo(conn: WebSocketConnection) -> None:
+        while True:
+            await conn.send_message(await conn.get_message())
+
+    drain = DrainDelay(5)
+    server = WebSocketServer(echo, host="0.0.0.0", port=8001, drain=drain)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    async with supervisor_tree(spec, hooks=[drain.hook, server.shutdown_hook()]) as tree:
+        ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import urllib.parse
+from collections.abc import Awaitable, Callable, KeysView
+from typing import Final, final
+
+import attrs
+import trio
+import trio_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+
+from .._context import current_child
+from .._errors import SpecError
+from .._shutdown import Band, DrainDelay, ShutdownHook
+from .._spec import ChildSpec, _check_async_function
+from .._tree import current_tree
+
+__all__ = [
+    "GOING_AWAY",
+    "HANDSHAKE_TIMEOUT",
+    "INTERNAL_ERROR",
+    "ConnectionHandler",
+    "WebSocketServer",
+]
+
+logger = logging.getLogger("trio_supervise.websocket")
+
+#: The close code sent to every client at shutdown (RFC 6455 §7.4.1, "going away").
+GOING_AWAY: Final = 1001
+#: The close code sent when the connection handler raised (RFC 6455 §7.4.1).
+INTERNAL_ERROR: Final = 1011
+_NORMAL: Final = 1000
+
+#: Seconds a client may take from the TCP connect to a complete opening handshake.
+HANDSHAKE_TIMEOUT: Final = 10.0
+
+ConnectionHandler = Callable[[WebSocketConnection], Awaitable[object]]
+
+
+def _log(level: int, message: str, *args: object, path: str, kind: str) -> None:
+    # As the core's log(): no record is built when nobody listens, so that an application
+    # that never configured logging does not get our warnings on stderr by lastResort.
+    if logger.isEnabledFor(level) and logger.hasHandlers():
+        logger.log(level, message, *args, extra={"path": path, "kind": kind})
+
+
+def _is_peer_gone(exc: BaseException) -> bool:
+    """True for ConnectionClosed, alone or as the only kind in an exception group."""
+    if isinstance(exc, ConnectionClosed):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(ConnectionClosed)
+        return rest is None
+    return False
+
+
+def _check_optional_str(field: str, value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise SpecError(f"WebSocketServer: {field} must be a str or None (got {value!r})")
+
+
+def _check_path(path: object) -> None:
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise SpecError(f"WebSocketServer: path must be a str starting with '/' (got {path!r})")
+    if any(c in path for c in "?# ") or not path.isprintable():
+        raise SpecError(
+            f"WebSocketServer: path must be a bare URL path, without query, fragment, spaces"
+            f" or control characters (got {path!r}); e.g. path='/ws'"
+        )
+
+
+@final
+@attrs.define(eq=False)
+class _Connection:
+    """One accepted connection of one run, and who is closing it."""
+
+    ws: WebSocketConnection
+    # "address:port" of the client, read at accept (the socket may be gone when logged).
+    peer: str
+    # True once some task called aclose() on it; later closers wait for `closed` instead,
+    # so that the connection's own task never tears it down under stop()'s close handshake.
+    closing: bool = False
+    # Set when that aclose() returned: the close handshake finished or was cut short.
+    closed: trio.Event = attrs.Factory(trio.Event)
+    # True when the close handshake was cut short by its deadline (the TCP stream was
+    # then closed without the peer's answer).
+    aborted: bool = False
+
+
+@final
+class _ServerRun:
+    """One run of a ``WebSocketServer``: what ``ChildSpec.service`` starts and stops.
+
+    A fresh one is made on every (re)start, so a restart begins with an empty registry.
+    """
+
+    def __init__(self, server: WebSocketServer) -> None:
+        self._server = server
+        # Accepted connections whose task has not yet ended, in accept order.
+        self.registry: dict[WebSocketConnection, _Connection] = {}
+        # The bound port; None until the listener is open.
+        self.port: int | None = None
+        # True from stop() on: handshakes get 503, broadcast() sends nothing, and a
+        # connection whose handler returns is closed with 1001 too.
+        self.stopping = False
+        # The deadline of stop()'s close handshakes; set together with `stopping`.
+        self.stop_deadline = math.inf
+        # stop()'s nursery of goodbyes while it runs (set together with `stopping`), else
+        # None; a connection accepted once `stopping` is set starts its goodbye in it.
+        self._goodbyes: trio.Nursery | None = None
+        # The connections stop() said goodbye to, to report those it had to abort.
+        self._said_goodbye: list[_Connection] = []
+        # One event per handshake between the `accepting` check and its registration,
+        # set when it is registered or failed; stop() waits for them.
+        self._handshakes: set[trio.Event] = set()
+        # Wraps all of run(); stop() cancels it to end the accept loop and every
+        # connection task (the handlers still running after their connection closed).
+        self._scope = trio.CancelScope()
+        # Set when run() has returned or raised, its listeners closed.
+        self._done = trio.Event()
+        self._path = ""
+
+    @property
+    def accepting(self) -> bool:
+        return self.port is not None and not self.stopping and not self._server._refusing
+
+    async def run(
+        self,
+        task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        server = self._server
+        self._path = _child_path()
+        if not _tree_shutting_down():
+            # A restart in the middle of a shutdown keeps refusing; a new tree starts afresh.
+            server._refusing = False
+        try:
+            with self._scope:
+                listeners = await trio.open_tcp_listeners(server._port, host=server._host)
+                try:
+                    self.port = server._bound_port = listeners[0].socket.getsockname()[1]
+                    _log(
+                        logging.INFO,
+                        "WebSocket server listening on ws://%s:%d%s",
+                        server._host,
+                        self.port,
+                        server._ws_path,
+                        path=self._path,
+                        kind="WEBSOCKET_LISTENING",
+                    )
+                    # serve_listeners reports started once it accepts; it closes the
+                    # listeners when it ends, and each accepted stream (forcefully) when
+                    # its connection task ends. A failing accept() is a crash of the child.
+                    await trio.serve_listeners(
+                        self._serve_stream, listeners, task_status=task_status
+                    )
+                finally:
+                    for listener in listeners:
+                        await trio.aclose_forcefully(listener)
+        finally:
+            self._done.set()
+
+    async def stop(self) -> None:
+        """Refuse handshakes, say goodbye to every connection with 1001, close the listener."""
+        server = self._server
+        deadline = trio.current_time() + server._close_timeout
+        connections = list(self.registry.values())
+        _log(
+            logging.INFO,
+            "WebSocket server stopping: closing %d connection(s) with 1001 going away",
+            len(connections),
+            path=self._path,
+            kind="WEBSOCKET_STOPPING",
+        )
+        async with trio.open_nursery() as nursery:
+            self.stopping, self.stop_deadline, self._goodbyes = True, deadline, nursery
+            for connection in connections:
+                nursery.start_soon(self._goodbye, connection, deadline)
+            # Handshakes that passed the check before `stopping` register soon and start
+            # their goodbye in this nursery, so that they get the notice and 1001 too.
+            with trio.move_on_at(deadline):
+                for handshake in list(self._handshakes):
+                    await handshake.wait()
+        self._goodbyes = None
+        aborted = [
+            connection
+            for connection in self._said_goodbye
+            if connection.aborted or not connection.closed.is_set()
+        ]
+        if aborted:
+            _log(
+                logging.WARNING,
+                "%d WebSocket connection(s) did not finish the close handshake within %gs"
+                " (close_timeout) and were aborted: %s",
+                len(aborted),
+                server._close_timeout,
+                ", ".join(connection.peer for connection in aborted),
+                path=self._path,
+                kind="WEBSOCKET_CLOSE_TIMEOUT",
+            )
+        self._scope.cancel(reason="WebSocket server stopped")
+        await self._done.wait()
+
+    async def _goodbye(self, connection: _Connection, deadline: float) -> None:
+        self._said_goodbye.append(connection)
+        notice = self._server._notice
+        if notice is not None:
+            # A closed or broken one raises ConnectionClosed; _close() below then waits
+            # for the task closing it, or returns at once.
+            with trio.move_on_at(deadline), contextlib.suppress(ConnectionClosed):
+                await connection.ws.send_message(notice)
+        # Past the deadline (a notice stuck on a full TCP buffer), this aborts at once.
+        await self._close(connection, GOING_AWAY, "going away", deadline)
+
+    async def _close(
+        self, connection: _Connection, code: int, reason: str | None, deadline: float
+    ) -> None:
+        """Close with ``code`` by ``deadline``, or wait for the task already closing it."""
+        if connection.closing:
+            with trio.move_on_at(deadline):
+                await connection.closed.wait()
+            return
+        connection.closing = True
+        try:
+            with trio.move_on_at(deadline) as scope:
+                # Cut short, aclose() still closes the TCP stream in its finally block.
+                await connection.ws.aclose(code, reason)
+            connection.aborted = scope.cancelled_caught
+        finally:
+            connection.closed.set()
+
+    async def _serve_stream(self, stream: trio.SocketStream) -> None:
+        # One connection's failure must never end the accept loop and the other connections.
+        try:
+            async with trio.open_nursery() as nursery:
+                await self._serve_connection(nursery, stream)
+                nursery.cancel_scope.cancel()  # trio-websocket's reader task, if still reading
+        except Exception as exc:
+            self._connection_failed(exc)
+        except BaseExceptionGroup as group:
+            # A cancellation (the run is ending) next to a connection's own error: report
+            # the error and let only the cancellation on, or it would crash the run.
+            errors, others = group.split(Exception)
+            if errors is None or others is None or others.split(trio.Cancelled)[1] is not None:
+                raise
+            self._connection_failed(errors)
+            raise others from None
+
+    def _connection_failed(self, exc: Exception) -> None:
+        if _is_peer_gone(exc):
+            level, message = logging.DEBUG, "WebSocket client went away during its handshake"
+        else:
+            level, message = logging.ERROR, "WebSocket connection failed"
+        if logger.isEnabledFor(level) and logger.hasHandlers():
+            logger.log(
+                level,
+                message,
+                exc_info=exc,
+                extra={"path": self._path, "kind": "WEBSOCKET_CONNECTION_ERROR"},
+            )
+
+    async def _serve_connection(self, nursery: trio.Nursery, stream: trio.SocketStream) -> None:
+        server = self._server
+        request: WebSocketRequest | None = None
+        with trio.move_on_after(HANDSHAKE_TIMEOUT):
+            request = await trio_websocket.wrap_server_stream(nursery, stream)
+        if request is None:
+            return
+        requested = urllib.parse.urlsplit(request.path).path
+        if requested != server._ws_path:
+            body = f"no WebSocket endpoint at {requested!r}; it is at {server._ws_path!r}"
+            await request.reject(404, body=body.encode())
+            return
+        if not self.accepting:
+            await request.reject(503, body=b"the server is shutting down; connect again later")
+            return
+        handshake = trio.Event()
+        self._handshakes.add(handshake)
+        try:
+            ws = await request.accept()
+            connection = _Connection(ws, _describe(ws))
+            self.registry[ws] = connection
+            if self.stopping:
+                # Accepted as stop() began, it waits for this event: no handler, just the
+                # goodbye, in stop()'s nursery (or here if stop() is already past it).
+                if self._goodbyes is not None:
+                    self._goodbyes.start_soon(self._goodbye, connection, self.stop_deadline)
+                else:
+                    await self._goodbye(connection, self.stop_deadline)
+        finally:
+            self._handshakes.discard(handshake)
+            handshake.set()
+        try:
+            if not self.stopping:
+                code, reason = await self._handle(connection)
+                if not self.stopping:
+                    deadline = trio.current_time() + server._close_timeout
+                    await self._close(connection, code, reason, deadline)
+            # Else stop() says goodbye to it (the notice, then 1001): wait for that.
+            await connection.closed.wait()
+        finally:
+            self.registry.pop(ws, None)
+
+    async def _handle(self, connection: _Connection) -> tuple[int, str | None]:
+        """Greet, run the user's handler; return the close code its ending calls for."""
+        server = self._server
+        ws = connection.ws
+        try:
+            if server._greeting is not None:
+                await ws.send_message(server._greeting)
+            await server._handler(ws)
+        except Exception as exc:
+            if _is_peer_gone(exc):
+                # The peer closed or vanished: the close is already done.
+                return _NORMAL, None
+            if logger.isEnabledFor(logging.ERROR) and logger.hasHandlers():
+                logger.error(
+                    "WebSocket handler raised for %s; closing that connection with 1011",
+                    connection.peer,
+                    exc_info=exc,
+                    extra={"path": self._path, "kind": "WEBSOCKET_HANDLER_ERROR"},
+                )
+            return INTERNAL_ERROR, "internal error"
+        return _NORMAL, None
+
+
+def _describe(ws: WebSocketConnection) -> str:
+    try:
+        remote = ws.remote
+    except OSError:  # the client is already gone (ENOTCONN)
+        return "(disconnected client)"
+    if isinstance(remote, trio_websocket.Endpoint):
+        return f"{remote.address}:{remote.port}"
+    return remote
+
+
+def _child_path() -> str:
+    try:
+        return current_child().path
+    except RuntimeError:
+        return ""
+
+
+def _tree_shutting_down() -> bool:
+    try:
+        return current_tree().shutting_down
+    except RuntimeError:
+        return False
+
+
+# The registry shown before the first start; never written to.
+_NO_CONNECTIONS: Final[dict[WebSocketConnection, _Connection]] = {}
+
+
+@final
+class WebSocketServer:
+    """A supervised WebSocket server on one path, with a registry of its connections.
+
+    Each accepted connection is greeted with ``greeting`` (if given) and handed to
+    ``handler(conn)``, which runs as long as it likes (typically reading messages until
+    ``ConnectionClosed``). When it returns, the connection is closed normally (1000).
+
+    Args:
+      handler: ``async (conn: trio_websocket.WebSocketConnection) -> None``, run once per
+        connection.
+      host: the interface to bind; ``"0.0.0.0"`` or ``"::"`` for all.
+      port: the TCP port; ``0`` picks a free one (read it from ``port`` once started).
+      path: the URL path served (the query string is ignored); handshakes for any other
+        path are refused with 404.
+      drain: a ``DrainDelay`` whose end ``shutdown_hook()`` waits for before refusing new
+        handshakes.
+      notice: the text message sent to every client at shutdown before the close;
+        ``None`` sends none.
+      close_timeout: seconds the shutdown gives the notices and the close handshakes, all
+        connections at once; connections still open then are aborted and logged.
+      greeting: a text message sent to each client right after its handshake.
+
+    Raises:
+      SpecError: for a handler that is not an async function or a value out of range.
+
+    Handler errors:
+      An exception from ``handler`` (other than ``ConnectionClosed``, alone or in an
+      exception group, which means the client went away) is logged with its traceback
+      and closes that connection with 1011 "internal error"; the server and the other
+      connections go on. A bug in one connection's code should not disconnect every
+      client, so it is not a crash of the child. A crash of the server itself (its accept
+      loop failing) drops every connection at once, as a crashed OTP process breaks its
+      links; the supervisor then starts a fresh run with an empty registry.
+
+    Shutdown:
+      ``shutdown_hook()`` (band ``STOP_ACCEPTING``) waits for ``drain``, then refuses new
+      handshakes with 503. When the supervisor stops the child (band ``DRAIN``), ``stop()``
+      refuses handshakes too, sends ``notice`` to every open connection and closes it with
+      1001 "going away", every connection concurrently and all within ``close_timeout``;
+      past it, the stragglers' TCP streams are closed and they are logged (a warning,
+      kind ``WEBSOCKET_CLOSE_TIMEOUT``). A handshake accepted just as the stop began gets
+      the notice and 1001 too, without its handler running. Then the handlers still
+      running are cancelled, the listener closes and the child exits cleanly. The same
+      happens when the child alone is stopped or restarted (``terminate_child``,
+      ``restart_child``, a sibling's restart under ``ONE_FOR_ALL``).
+    """
+
+    def __init__(
+        self,
+        handler: ConnectionHandler,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8001,
+        path: str = "/ws",
+        drain: DrainDelay | None = None,
+        notice: str | None = '{"type": "server_shutdown"}',
+        close_timeout: float = 5.0,
+        greeting: str | None = None,
+    ) -> None:
+        _check_async_function("WebSocketServer", "handler", handler)
+        if not isinstance(host, str) or not host:
+            raise SpecError(
+                f"WebSocketServer: host must be a non-empty str (got {host!r});"
+                " use '0.0.0.0' or '::' to listen on every interface"
+            )
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise SpecError(
+                f"WebSocketServer: port must be an int in [0, 65535] (got {port!r});"
+                " 0 picks a free port"
+            )
+        _check_path(path)
+        if drain is not None and not isinstance(drain, DrainDelay):
+            raise SpecError(f"WebSocketServer: drain must be a DrainDelay or None (got {drain!r})")
+        _check_optional_str("notice", notice)
+        _check_optional_str("greeting", greeting)
+        if (
+            isinstance(close_timeout, bool)
+            or not isinstance(close_timeout, int | float)
+            or not 0 < close_timeout < math.inf
+        ):
+            raise SpecError(
+                f"WebSocketServer: close_timeout must be a finite number > 0 (got"
+                f" {close_timeout!r}); it bounds the close handshakes at shutdown"
+            )
+        self._handler = handler
+        self._host = host
+        self._port = port
+        self._ws_path = path
+        self._drain = drain
+        self._notice = notice
+        self._close_timeout = float(close_timeout)
+        self._greeting = greeting
+        # Set by shutdown_hook(): refuse handshakes from now on, also in a run restarted
+        # during the shutdown. Cleared when a run starts outside a shutdown.
+        self._refusing = False
+        # The latest run; None before the first start.
+        self._run: _ServerRun | None = None
+        # The port the latest run bound; None before the first one listened.
+        self._bound_port: int | None = None
+
+    def __repr__(self) -> str:
+        port = self._port if self._bound_port is None else self._bound_port
+        return (
+            f"<WebSocketServer ws://{self._host}:{port}{self._ws_path}"
+            f" {len(self.connections)} connection(s)>"
+        )
+
+    # ------------------------------------------------------------------------ supervision
+
+    def child_spec(
+        self, name: str = "websocket", *, shutdown_timeout: float | None = None
+    ) -> ChildSpec:
+        """The service child that runs this server.
+
+        ``run()`` binds the listener and reports started (``task_status.started()``) once
+        it accepts, so the next sibling starts only then. ``stop()`` is described in the
+        class docstring ("Shutdown").
+
+        Args:
+          name: the child's name.
+          shutdown_timeout: seconds the whole stop may take. ``None`` (the default) sets no
+            limit of its own, as ``stop()`` bounds itself by ``close_timeout`` (the
+            shutdown's deadline still applies). A number must exceed ``close_timeout``.
+
+        Raises:
+          SpecError: for a bad name or a ``shutdown_timeout`` not above ``close_timeout``.
+        """
+        if (
+            shutdown_timeout is not None
+            and not isinstance(shutdown_timeout, bool)
+            and isinstance(shutdown_timeout, int | float)
+            and not shutdown_timeout > self._close_timeout
+        ):
+            raise SpecError(
+                f"WebSocketServer child {name!r}: shutdown_timeout must be > close_timeout"
+                f" ({self._close_timeout:g}) or None (got {shutdown_timeout!r}); a shorter"
+                " one cuts the close handshakes short and clients see 1006, not 1001"
+            )
+        return ChildSpec.service(name, self._new_run, shutdown_timeout=shutdown_timeout)
+
+    def shutdown_hook(self, name: str = "websocket: stop accepting") -> ShutdownHook:
+        """A hook for band ``STOP_ACCEPTING`` that refuses new handshakes (503).
+
+        It first waits for ``drain`` (if given), so that handshakes still succeed during
+        the drain delay. Open connections go on until the supervisor stops the child in
+        band ``DRAIN``.
+
+        Raises:
+          SpecError: for an empty name.
+        """
+
+        async def stop_accepting() -> None:
+            if self._drain is not None:
+                await self._drain.wait()
+            self._refusing = True
+            _log(
+                logging.INFO,
+                "WebSocket server refuses new handshakes (503) from now on",
+                path=self._run._path if self._run is not None else "",
+                kind="WEBSOCKET_STOP_ACCEPTING",
+            )
+
+        return ShutdownHook(name, stop_accepting, priority=Band.STOP_ACCEPTING)
+
+    def _new_run(self) -> _ServerRun:
+        self._run = _ServerRun(self)
+        return self._run
+
+    # ------------------------------------------------------------------------------ state
+
+    @property
+    def connections(self) -> KeysView[WebSocketConnection]:
+        """The open connections of the current run, in accept order (a live read-only view).
+
+        A connection is in it from its accepted handshake until its handler has returned
+        and its close is done (or until ``broadcast()`` finds it closed by the client or
+        broken). A restart starts a new registry: read this property again.
+        """
+        if self._run is None:
+            return _NO_CONNECTIONS.keys()
+        return self._run.registry.keys()
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens (or last listened) on; with ``port=0``, the free
+        port the system picked (a new one on every start).
+
+        Raises:
+          RuntimeError: it has not listened yet.
+        """
+        if self._bound_port is None:
+            raise RuntimeError(
+                f"WebSocketServer for {self._host}:{self._port} has not listened yet; its port"
+                " is known once its child has started"
+            )
+        return self._bound_port
+
+    @property
+    def accepting(self) -> bool:
+        """True while the server is listening and accepts handshakes (not yet refusing)."""
+        return self._run is not None and self._run.accepting and not self._run._done.is_set()
+
+    async def broadcast(self, message: str) -> int:
+        """Send ``message`` to every open connection concurrently; return how many got it.
+
+        A connection that is closed or breaks is skipped (and leaves the registry); it
+        never makes this raise. Once the server is stopping nothing is sent (the shutdown
+        notice is the last message a client gets), and 0 is returned. A client whose TCP
+        buffer is full delays the return, but not the delivery to the others.
+
+        Raises:
+          TypeError: ``message`` is not a str.
+        """
+        if not isinstance(message, str):
+            raise TypeError(
+                f"WebSocketServer.broadcast: message must be a str (got {type(message).__name__})"
+            )
+        run = self._run
+        if run is None or run.stopping:
+            return 0
+        delivered = 0
+
+        async def send(ws: WebSocketConnection) -> None:
+            nonlocal delivered
+            try:
+                await ws.send_message(message)
+            except ConnectionClosed:
+                run.registry.pop(ws, None)
+            else:
+                delivered += 1
+
+        async with trio.open_nursery() as nursery:
+            for ws in list(run.registry):
+                if ws.closed is not None:
+                    run.registry.pop(ws, None)
+                else:
+                    nursery.start_soon(send, ws)
+        return delivered
