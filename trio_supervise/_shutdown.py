@@ -11,7 +11,7 @@ import attrs
 import trio
 
 from ._errors import SpecError
-from ._events import EventBus, EventKind, log
+from ._events import EventBus, EventKind, log, logger
 from ._spec import _check_async_function, _check_time
 
 
@@ -175,10 +175,7 @@ class Shutdown:
         bus = self._bus
         started = trio.current_time()
         bus.emit(EventKind.SHUTDOWN_STARTED, "", detail=self.reason)
-        results: dict[int, HookResult] = {
-            index: HookResult(hook.name, hook.priority, "skipped", 0.0)
-            for index, hook in enumerate(self.hooks)
-        }
+        results: dict[int, HookResult] = {}
         bands: dict[int, list[int]] = {}
         for index, hook in enumerate(self.hooks):
             bands.setdefault(hook.band, []).append(index)
@@ -193,6 +190,9 @@ class Shutdown:
                     for index in bands[band]:
                         nursery.start_soon(self._run_hook, self.hooks[index], index, results)
         self._scope = None
+        for index, hook in enumerate(self.hooks):
+            if index not in results:
+                results[index] = HookResult(hook.name, hook.priority, "skipped", 0.0)
         report = ShutdownReport(
             reason=self.reason,
             started=started,
@@ -208,7 +208,8 @@ class Shutdown:
             detail=f"{'ok' if report.ok else 'not ok'} in {report.duration:.3f}s",
         )
         level = logging.INFO if report.ok else logging.WARNING
-        log(level, "%s", report.format(), path="", kind="SHUTDOWN_REPORT")
+        if logger.isEnabledFor(level):  # the table is only built for someone to read it
+            log(level, "%s", report.format(), path="", kind="SHUTDOWN_REPORT")
         return report
 
     async def _run_hook(
@@ -218,15 +219,17 @@ class Shutdown:
         status: HookStatus = "ok"
         error: BaseException | None = None
         try:
-            with trio.move_on_after(
-                hook.timeout if hook.timeout is not None else float("inf")
-            ) as own:
+            if hook.timeout is None:
                 await hook.fn()
-            # cancel_called, not cancelled_caught: a hook that shielded itself past its
-            # timeout finished late all the same.
-            if own.cancel_called:
-                status = "timed_out"
-            elif self._scope is not None and self._scope.cancel_called:
+            else:
+                with trio.move_on_after(hook.timeout) as own:
+                    await hook.fn()
+                # cancel_called, not cancelled_caught: a hook that shielded itself past its
+                # timeout finished late all the same.
+                if own.cancel_called:
+                    status = "timed_out"
+            scope = self._scope
+            if status == "ok" and scope is not None and scope.cancel_called:
                 status = "cancelled"  # the deadline or a force cut in; it shielded itself
         except trio.Cancelled:
             status = "cancelled"
@@ -234,15 +237,14 @@ class Shutdown:
         except Exception as exc:
             status, error = "error", exc
         finally:
-            result = HookResult(
-                hook.name, hook.priority, status, trio.current_time() - start, error, start
-            )
-            results[index] = result
+            end = trio.current_time()
+            results[index] = HookResult(hook.name, hook.priority, status, end - start, error, start)
             self._bus.emit(
                 EventKind.HOOK_FINISHED,
                 hook.name,
                 error=error,
-                detail=f"{status} in {result.duration:.3f}s",
+                detail=f"{status} in {end - start:.3f}s",
+                time=end,
             )
 
 
