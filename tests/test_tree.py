@@ -641,16 +641,11 @@ async def test_bad_reload_hooks_fail_before_anything_starts(
 # ------------------------------------------------------------ a start cut short by a shutdown
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: _tree.py _trigger says a shutdown during the first start means 'the body"
-    " never gets to run', but Supervisor.run (_supervisor.py:274) still calls"
-    " task_status.started() after the stop request broke its start loop, so supervisor_tree"
-    " yields and the body runs up to its first checkpoint",
-)
-async def test_a_shutdown_during_the_start_never_runs_the_body(
+async def test_a_shutdown_during_the_start_enters_the_body_already_cancelled(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    # An async with block cannot be skipped without raising; like a cancelled nursery, the
+    # body is entered with its scope cancelled and ends at its first checkpoint.
     body_ran = False
 
     async def slow(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -661,8 +656,9 @@ async def test_a_shutdown_during_the_start_never_runs_the_body(
 
     spec = SupervisorSpec("app", [ChildSpec("a", sleeper()), ChildSpec("slow", slow)])
     async with supervisor_tree(spec) as tree:
-        body_ran = True
-        await trio.sleep_forever()
+        assert tree.shutting_down
+        await trio.lowlevel.checkpoint()
+        body_ran = True  # pragma: no cover
     assert [(e.kind, e.path) for e in tree.history][:3] == [
         (EventKind.STARTED, "a"),
         (EventKind.TERMINATED, "slow"),
@@ -670,3 +666,22 @@ async def test_a_shutdown_during_the_start_never_runs_the_body(
     ]
     assert trio.current_time() == 0.0
     assert not body_ran
+
+
+async def test_shutdown_reason(autojump_clock: trio.testing.MockClock) -> None:
+    async with supervisor_tree(SupervisorSpec("app", [ChildSpec("a", sleeper())])) as tree:
+        assert tree.shutdown_reason is None
+        tree.shutdown("deploy")
+        assert tree.shutdown_reason == "deploy"
+        await trio.sleep_forever()
+    assert tree.shutdown_reason == "deploy"
+
+
+async def test_a_terminated_child_is_stopped_when_its_event_arrives(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    states: list[tuple[EventKind, ChildState]] = []
+    async with supervisor_tree(SupervisorSpec("app", [ChildSpec("a", sleeper())])) as tree:
+        tree.add_event_listener(lambda e: states.append((e.kind, tree.info("a").state)))
+        await tree.terminate_child("a")
+    assert states[0] == (EventKind.TERMINATED, ChildState.STOPPED)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from collections.abc import Sequence
+from types import FrameType
 
 import trio
 
 from ._errors import ChildStartError, RestartIntensityExceeded
 from ._events import log
+from ._health import walk
 from ._shutdown import ShutdownHook
 from ._spec import SupervisorSpec
 from ._tree import SupervisorTree, supervisor_tree
@@ -21,9 +24,15 @@ HARD_EXIT_GRACE = 5.0
 HARD_EXIT_CODE = 137
 
 
+_SIGHUP: signal.Signals | None = getattr(signal, "SIGHUP", None)
+#: The signals ``run()`` keeps handled from start to end (see ``_HeldSignals``).
+_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, _SIGHUP) if s is not None)
+
+
 def _hard_exit(tree: SupervisorTree) -> None:
+    # Children past their shutdown_timeout first; else any child, at any depth, still up.
     unstopped = tree.unstopped() or [
-        info.path for info in tree.children() if info.state.value != "stopped"
+        child.path for child in walk(tree._root) if child.state.value != "stopped"
     ]
     log(
         logging.CRITICAL,
@@ -41,9 +50,15 @@ async def serve(
     *,
     hooks: Sequence[ShutdownHook] = (),
     shutdown_deadline: float = 30.0,
-    grace: float = HARD_EXIT_GRACE,
+    grace: float | None = None,
+    _held: _HeldSignals | None = None,
 ) -> int:
-    """The async body of ``run()``: run the tree until a signal or its end; return the exit code."""
+    """The async body of ``run()``: run the tree until a signal or its end; return the exit code.
+
+    ``grace`` defaults to ``HARD_EXIT_GRACE`` as it is when ``serve()`` is called.
+    """
+    if grace is None:
+        grace = HARD_EXIT_GRACE
     timer: threading.Timer | None = None
     try:
         async with supervisor_tree(
@@ -54,6 +69,9 @@ async def serve(
             notify_systemd=True,
         ) as tree:
             try:
+                early = [s for s in (_held.received if _held else []) if s != _SIGHUP]
+                if early:  # it came before the tree's own handlers were in place
+                    tree.shutdown(f"signal {early[0].name} during the start")
                 await trio.sleep_forever()
             finally:
                 # The body ends when the shutdown starts. A thread, so that the hard exit
@@ -95,4 +113,38 @@ def run(
         if __name__ == "__main__":
             sys.exit(trio_supervise.run(spec))
     """
-    return trio.run(lambda: serve(spec, hooks=hooks, shutdown_deadline=shutdown_deadline))
+    with _HeldSignals() as held:
+        return trio.run(
+            lambda: serve(spec, hooks=hooks, shutdown_deadline=shutdown_deadline, _held=held)
+        )
+
+
+class _HeldSignals:
+    """Keep SIGINT, SIGTERM and SIGHUP handled for all of ``run()``.
+
+    The tree handles them while it runs. Outside that (before its handlers are in place,
+    and after they are gone while the last tasks finish), the default action would kill
+    the process mid-exit, or raise KeyboardInterrupt, because a signal came a moment early
+    or late; a storm of signals at the end of a forced shutdown did exactly that. These
+    handlers only record the signal; ``run()`` acts on one that came before the tree's
+    handlers were in place, and the previous handlers come back when it returns. Only in
+    the main thread, where Python allows signal handlers.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[signal.Signals] = []
+        self._previous: dict[signal.Signals, object] = {}
+
+    def __enter__(self) -> _HeldSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in _SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._record)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        # A plain Python handler runs between bytecodes: only record, never raise.
+        self.received.append(signal.Signals(signum))

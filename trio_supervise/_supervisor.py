@@ -550,6 +550,9 @@ class Supervisor:
     def _report_exit(self, run: Run) -> None:
         child = run.child
         bus = self.shared.bus
+        if run.stop_kind is not None and child.run is run:
+            # Stopped on purpose: it is STOPPED by the time its event is out.
+            child.state = ChildState.STOPPED
         if run.error is not None:
             detail = "failed to start" if not run.started else run.stop_reason
             bus.emit(EventKind.CRASHED, child.path, child.restarts, run.error, detail)

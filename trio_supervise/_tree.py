@@ -184,7 +184,9 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
         if self._shutdown.trigger(reason):
             self._body_scope.cancel(reason=f"trio_supervise shutdown: {reason}")
             if not self._root_started.is_set():
-                # Cut the start short: the body never gets to run.
+                # Cut the start short: the body is entered already cancelled (an async
+                # with block cannot be skipped without raising) and ends at its first
+                # checkpoint.
                 self._root.request_stop(EventKind.TERMINATED, f"shutdown ({reason})")
 
     async def _watch_signals(self, task_status: trio.TaskStatus[None]) -> None:
@@ -533,6 +535,11 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
         return self._shutdown.triggered.is_set()
 
     @property
+    def shutdown_reason(self) -> str | None:
+        """Why the shutdown started ("signal SIGTERM", "body ended", ...); None before."""
+        return self._shutdown.reason if self.shutting_down else None
+
+    @property
     def shutdown_report(self) -> ShutdownReport | None:
         """The report, once the shutdown has run."""
         return self._shutdown.report
@@ -596,7 +603,10 @@ async def supervisor_tree(
 
     Shutdown:
       A shutdown that starts while the body runs (``tree.shutdown()``, a signal, the root
-      supervisor failing or stopping by itself) cancels the body.
+      supervisor failing or stopping by itself) cancels the body. One that starts while
+      the children are starting cuts the start short (the children started so far are
+      stopped in reverse order) and the body is entered already cancelled, as the body of
+      a cancelled nursery is: it ends at its first checkpoint.
 
     Raises:
       RestartIntensityExceeded: the root supervisor gave up; raised as itself, after the
