@@ -5,8 +5,9 @@ share the event loop, nor the interpreter lock, of the server it measures. Stand
 only: ``connections`` non-blocking sockets in one ``selectors`` loop, each sending one
 request, reading its response (the status line and ``Content-Length``, nothing more) and
 sending the next one as soon as it is complete; no pipelining. The first ``warmup`` seconds
-are not counted; the responses completed in the next ``duration`` seconds are. A
-connection the server closes is opened again (counted in ``reconnects``).
+are not counted; the responses completed in the next ``duration`` seconds are (or until
+the first one, if none completed in time). A connection the server closes is opened again
+(counted in ``reconnects``).
 
 It prints one JSON line: ``{"requests": n, "seconds": s, "errors": e, "reconnects": r}``,
 where ``errors`` counts responses whose status was not 200.
@@ -22,6 +23,9 @@ import time
 from collections.abc import Sequence
 
 _HEADER_END = b"\r\n\r\n"
+#: Seconds past the window the client waits for a first counted response before failing.
+_NO_RESPONSE_LIMIT = 30.0
+_POLL = 0.01
 
 
 class _Connection:
@@ -84,9 +88,13 @@ def load(
         start = time.perf_counter()
         counting_from = start + warmup
         stop_at = counting_from + duration
+        give_up_at = stop_at + _NO_RESPONSE_LIMIT
         now = start
-        while now < stop_at:
-            for key, _ in selector.select(timeout=stop_at - now):
+        # On a starved machine a short window may see no response: then count until one.
+        while now < stop_at or not requests:
+            if now >= give_up_at:
+                raise RuntimeError(f"no response in {_NO_RESPONSE_LIMIT:g} s")
+            for key, _ in selector.select(timeout=max(stop_at - now, _POLL)):
                 conn = key.data
                 assert isinstance(conn, _Connection)
                 data = conn.sock.recv(65536)

@@ -2,9 +2,10 @@
 
 Part 1, throughput. A tiny plain-ASGI app answers every ``GET`` with a 13-byte 200. The
 load client (``benchmarks/_http_client.py``) runs in its own process, so that it shares
-neither the server's event loop nor its interpreter lock: ``LOAD_CONNECTIONS`` keep-alive
-connections over loopback, each sending its next request as soon as its response is
-complete, for ``duration`` seconds after a warm-up; it reports the responses per second.
+neither the server's event loop nor its interpreter lock: ``load_connections`` (16)
+keep-alive connections over loopback, each sending its next request as soon as its
+response is complete, for ``duration`` seconds after a warm-up; it reports the responses
+per second.
 
 * supervise: the app wrapped by ``health_app`` (with a ``TreeMetrics`` attached to the
   tree), served by ``HTTPServer(...).child_spec()`` in a ``supervisor_tree`` with the
@@ -20,11 +21,11 @@ for every request (information).
 Part 2, SIGTERM to exit. A service process runs ``trio_supervise.run(spec, hooks=...)``:
 an ``HTTPServer`` (the app behind ``health_app``) and a ``WebSocketServer`` (an idle
 handler) under one root, with a ``DrainDelay(0)`` so that the time is the machinery's, not
-a delay's. The benchmark opens ``IDLE_HTTP`` keep-alive HTTP connections (each made one
-request and stays idle) and ``WS_CLIENTS`` WebSocket clients, sends SIGTERM, and times
-until the process has exited (``pidfd``); it checks that the exit code is 0, every
-WebSocket client got the shutdown notice and close code 1001, and every HTTP connection
-was closed by the server (an orderly EOF).
+a delay's. The benchmark opens ``idle_http`` (100) keep-alive HTTP connections (each
+made one request and stays idle) and ``ws_clients`` (100) WebSocket clients, sends
+SIGTERM, and times until the process has exited (``pidfd``); it checks that the exit
+code is 0, every WebSocket client got the shutdown notice and close code 1001, and every
+HTTP connection was closed by the server (an orderly EOF).
 
 * supervise: as above.
 * idle: the same process with no connection (the interpreter's exit, the tree's shutdown
@@ -33,12 +34,17 @@ was closed by the server (an orderly EOF).
   whole on SIGTERM, with the same connections (the clients see their TCP connections
   drop: WebSocket code 1006, not 1001).
 
-No target is given for part 2; the values are printed for information.
+Most of the time to exit is the interpreter's own exit, so each process also times its
+shutdown itself (``sigterm_in_process_*``): with trio_supervise, the tree's
+``SHUTDOWN_STARTED`` to ``SHUTDOWN_FINISHED``; bare, from the signal's arrival in its loop
+to the end of the cancelled nursery. No target is given for part 2; the values are
+printed for information.
 
 Every repetition starts a fresh server (part 1: its own ``trio.run`` in this process; part
 2: its own process); the variants are interleaved; every value is the median over the
 repetitions. ``--quick`` (a config with fewer children than the default) uses
-``QUICK_SIZES``: 2 load connections, 0.1 s windows, 3 + 3 clients at the SIGTERM.
+``QUICK_SIZES``: 2 load connections, 0.05 s counted after 0.02 s, 3 + 3 clients at the
+SIGTERM and one repetition of part 2.
 
 The service processes are this module run as ``python -m benchmarks.bench_http --serve
 supervise|bare``; they print ``ready HTTP_PORT WS_PORT`` once both servers listen.
@@ -69,7 +75,15 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 import trio_supervise
 from benchmarks._common import Config, Reporter, fresh_heap, median, ratio
-from trio_supervise import ChildSpec, DrainDelay, SupervisorSpec, current_tree, supervisor_tree
+from trio_supervise import (
+    ChildSpec,
+    DrainDelay,
+    Event,
+    EventKind,
+    SupervisorSpec,
+    current_tree,
+    supervisor_tree,
+)
 from trio_supervise.integrations.http import HTTPServer, health_app
 from trio_supervise.integrations.metrics import TreeMetrics
 from trio_supervise.integrations.websocket import GOING_AWAY, WebSocketServer
@@ -107,13 +121,15 @@ class Sizes:
     #: Idle keep-alive HTTP connections and WebSocket clients at the SIGTERM.
     idle_http: int
     ws_clients: int
+    #: Repetitions of part 2 (three processes each); None: ``config.reps``.
+    sigterm_reps: int | None = None
 
 
 FULL_SIZES: Final = Sizes(
     load_connections=16, warmup=0.25, duration=1.0, idle_http=100, ws_clients=100
 )
 QUICK_SIZES: Final = Sizes(
-    load_connections=2, warmup=0.05, duration=0.1, idle_http=3, ws_clients=3
+    load_connections=2, warmup=0.02, duration=0.05, idle_http=3, ws_clients=3, sigterm_reps=1
 )
 
 
@@ -279,21 +295,25 @@ async def _ws_client(port: int, clients: _Clients, *, task_status: trio.TaskStat
             while True:
                 messages.append(await ws.get_message())
         except ConnectionClosed as exc:
-            clients.ws.append((exc.reason.code, messages))
+            code = exc.reason.code if exc.reason is not None else -1
+            clients.ws.append((code, messages))
         finally:
             with trio.move_on_after(FAIL_SAFE, shield=True):
                 await ws.aclose()
             nursery.cancel_scope.cancel()
 
 
-async def _collect(stream: trio.abc.ReceiveStream, into: bytearray, line: trio.Event) -> None:
+async def _collect(
+    stream: trio.abc.ReceiveStream, into: bytearray, line: trio.Event | None = None
+) -> None:
     """Read ``stream`` to its end into ``into``; set ``line`` at the first newline or EOF."""
     async with stream:
         async for chunk in stream:
             into += chunk
-            if b"\n" in into:
+            if line is not None and b"\n" in into:
                 line.set()
-    line.set()
+    if line is not None:
+        line.set()
 
 
 def _service_env() -> dict[str, str]:
@@ -302,8 +322,17 @@ def _service_env() -> dict[str, str]:
     return env
 
 
-async def _sigterm_to_exit(variant: str, http_connections: int, ws_clients: int) -> float:
-    """Start a service, connect the clients, send SIGTERM; return seconds until its exit."""
+async def _sigterm_to_exit(
+    variant: str, http_connections: int, ws_clients: int
+) -> tuple[float, float]:
+    """Start a service, connect the clients, send SIGTERM.
+
+    Returns:
+      Seconds from the SIGTERM to the exit, and the seconds of the shutdown as the process
+      itself timed it: ``supervise``, the tree's ``SHUTDOWN_STARTED`` to its
+      ``SHUTDOWN_FINISHED``; ``bare``, from the signal's arrival in its loop to the end of
+      the cancelled nursery.
+    """
     command = [sys.executable, "-m", "benchmarks.bench_http", "--serve", variant]
     process = await trio.lowlevel.open_process(
         command,
@@ -312,14 +341,15 @@ async def _sigterm_to_exit(variant: str, http_connections: int, ws_clients: int)
         stderr=subprocess.PIPE,
         env=_service_env(),
     )
-    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout is not None
+    assert process.stderr is not None
     out, err = bytearray(), bytearray()
-    ready, err_line = trio.Event(), trio.Event()
+    ready = trio.Event()
     clients = _Clients()
     try:
         async with trio.open_nursery() as readers:
             readers.start_soon(_collect, process.stdout, out, ready)
-            readers.start_soon(_collect, process.stderr, err, err_line)
+            readers.start_soon(_collect, process.stderr, err)
             with trio.fail_after(FAIL_SAFE):
                 await ready.wait()
             words = out.split(b"\n", 1)[0].split()
@@ -345,7 +375,10 @@ async def _sigterm_to_exit(variant: str, http_connections: int, ws_clients: int)
     if code != 0 or err:
         raise RuntimeError(f"the {variant} service exited with {code}: {bytes(err)!r}")
     _check_clients(variant, clients, http_connections, ws_clients)
-    return elapsed
+    shutdown = [line.split()[1] for line in out.splitlines() if line.startswith(b"shutdown ")]
+    if len(shutdown) != 1:
+        raise RuntimeError(f"the {variant} service did not time its shutdown: {bytes(out)!r}")
+    return elapsed, float(shutdown[0])
 
 
 def _check_clients(variant: str, clients: _Clients, http: int, ws: int) -> None:
@@ -376,9 +409,19 @@ def _serve_supervised() -> int:
     )
     ws = WebSocketServer(_idle_ws_handler, host=HOST, port=0, drain=drain)
 
+    started: list[float] = []
+
+    def on_event(event: Event) -> None:
+        if event.kind is EventKind.SHUTDOWN_STARTED:
+            started.append(event.time)
+        elif event.kind is EventKind.SHUTDOWN_FINISHED and started:
+            print(f"shutdown {event.time - started[0]:.6f}", flush=True)
+
     async def announce(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         # The last child: every server listens once it runs.
-        metrics.attach(current_tree())
+        tree = current_tree()
+        metrics.attach(tree)
+        tree.add_event_listener(on_event)
         task_status.started()
         print(f"ready {http.port} {ws.port}", flush=True)
         await trio.sleep_forever()
@@ -406,7 +449,9 @@ async def _serve_bare() -> None:
             print(f"ready {_port_of(binds)} {ws.port}", flush=True)
             async for _ in signals:
                 break
+            start = trio.current_time()
             nursery.cancel_scope.cancel()
+        print(f"shutdown {trio.current_time() - start:.6f}", flush=True)
 
 
 def service_main(argv: Sequence[str] | None = None) -> int:
@@ -426,8 +471,8 @@ def service_main(argv: Sequence[str] | None = None) -> int:
 def run(config: Config, reporter: Reporter) -> None:
     """Parts 1 and 2; target: supervise / bare requests per second >= 0.9."""
     size = sizes(config)
-    trio.run(_supervised_rps, size)  # warm-up
-    trio.run(_bare_rps, size)
+    # No warm-up runs: the load client's own warm-up window covers each server's first
+    # requests (and the first run's lazy imports).
     supervised: list[float] = []
     ready: list[float] = []
     bare: list[float] = []
@@ -441,10 +486,17 @@ def run(config: Config, reporter: Reporter) -> None:
 
     n_http, n_ws = size.idle_http, size.ws_clients
     at_sigterm: dict[str, list[float]] = {"loaded": [], "idle": [], "bare": []}
-    for _ in range(config.reps):
-        at_sigterm["loaded"].append(trio.run(_sigterm_to_exit, "supervise", n_http, n_ws))
-        at_sigterm["idle"].append(trio.run(_sigterm_to_exit, "supervise", 0, 0))
-        at_sigterm["bare"].append(trio.run(_sigterm_to_exit, "bare", n_http, n_ws))
+    in_process: dict[str, list[float]] = {"loaded": [], "idle": [], "bare": []}
+    for _ in range(size.sigterm_reps or config.reps):
+        for key, variant, n, m in (
+            ("loaded", "supervise", n_http, n_ws),
+            ("idle", "supervise", 0, 0),
+            ("bare", "bare", n_http, n_ws),
+        ):
+            fresh_heap()
+            exit_after, shutdown = trio.run(_sigterm_to_exit, variant, n, m)
+            at_sigterm[key].append(exit_after)
+            in_process[key].append(shutdown)
 
     r = reporter
     r.comment(
@@ -477,6 +529,11 @@ def run(config: Config, reporter: Reporter) -> None:
         (loaded - idle) / (n_http + n_ws) * 1e6,
         "us",
     )
+    loaded, idle, cancelled = (median(in_process[k]) for k in ("loaded", "idle", "bare"))
+    r.metric("sigterm_in_process_supervise_ms_median", loaded * ms, "ms")
+    r.metric("sigterm_in_process_idle_ms_median", idle * ms, "ms")
+    r.metric("sigterm_in_process_bare_ms_median", cancelled * ms, "ms")
+    r.metric("sigterm_in_process_ratio_vs_bare_median", ratio(loaded, cancelled), "x")
 
 
 if __name__ == "__main__":

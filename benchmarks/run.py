@@ -2,9 +2,9 @@
 
 Usage::
 
-    python -m benchmarks                 # everything, default sizes (about 2 minutes)
-    python -m benchmarks --quick         # every benchmark with tiny sizes (about a second)
-    python -m benchmarks --only restart  # some: start_stop, restart, memory, scaling, shutdown
+    python -m benchmarks                 # everything, default sizes (about 2.5 minutes)
+    python -m benchmarks --quick         # every benchmark with tiny sizes (about 3 seconds)
+    python -m benchmarks --only http     # some: start_stop restart memory scaling shutdown http
     python benchmarks/run.py ...         # the same
 
 Exit status 0, or with ``--strict`` 1 when a target is missed.
@@ -27,6 +27,7 @@ import trio
 
 import trio_supervise
 from benchmarks import (
+    bench_http,
     bench_memory,
     bench_restart,
     bench_scaling,
@@ -35,14 +36,14 @@ from benchmarks import (
 )
 from benchmarks._common import QUICK, Config, Reporter
 
-BENCHMARKS = ("start_stop", "restart", "memory", "scaling", "shutdown")
+BENCHMARKS = ("start_stop", "restart", "memory", "scaling", "shutdown", "http")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="trio_supervise against bare Trio: start, stop, restart, memory, scaling,"
-        " shutdown.",
+        " shutdown, HTTP.",
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny sizes: checks that everything runs"
@@ -99,6 +100,8 @@ def main(argv: Sequence[str] | None = None, reporter: Reporter | None = None) ->
             bench_scaling.run(config, r, base, memory.get(config.children))
         if "shutdown" in selected:
             bench_shutdown.run(config, r)
+        if "http" in selected:
+            bench_http.run(config, r)
     finally:
         if gc_was_enabled:
             gc.enable()

@@ -47,7 +47,8 @@ def parse(output: str) -> dict[str, tuple[float, str]]:
 
 def test_quick_run_prints_every_benchmark() -> None:
     metrics = parse(run_benchmarks("-m", "benchmarks", "--quick"))
-    # --quick sizes: 10 children for start/stop, 10 and 20 for memory, 40 for scaling.
+    # --quick sizes: 10 children for start/stop, 10 and 20 for memory, 40 for scaling;
+    # 3 + 3 clients at the SIGTERM of the HTTP benchmark.
     expected = [
         "start_10_supervise_per_child_us_median",
         "start_10_bare_per_child_us_median",
@@ -71,6 +72,18 @@ def test_quick_run_prints_every_benchmark() -> None:
         "scaling_stop_40_vs_10_supervise_median",
         "shutdown_hooks_5x20_ratio_median",
         "shutdown_step_100_ratio_vs_ordered_median",
+        "http_rps_supervise_median",
+        "http_rps_bare_median",
+        "http_rps_ratio_median",
+        "http_time_per_request_ratio_median",
+        "http_ready_rps_supervise_median",
+        "sigterm_to_exit_supervise_ms_median",
+        "sigterm_to_exit_idle_ms_median",
+        "sigterm_to_exit_bare_ms_median",
+        "sigterm_to_exit_ratio_vs_idle_median",
+        "sigterm_to_exit_ratio_vs_bare_median",
+        "sigterm_in_process_supervise_ms_median",
+        "sigterm_in_process_bare_ms_median",
     ]
     for name in expected:
         assert name in metrics, f"missing {name}"
@@ -80,7 +93,7 @@ def test_quick_run_prints_every_benchmark() -> None:
     ratios = {name: unit for name, (_, unit) in metrics.items() if name.endswith("_median")}
     assert {unit for name, unit in ratios.items() if "ratio" in name} == {"x"}
     verdicts = [value for name, (value, _) in metrics.items() if name.startswith("target_met_")]
-    assert len(verdicts) == 12
+    assert len(verdicts) == 13
     assert set(verdicts) <= {0.0, 1.0}
     met, missed = metrics["targets_met"][0], metrics["targets_missed"][0]
     assert met + missed == len(verdicts)
