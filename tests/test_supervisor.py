@@ -672,3 +672,30 @@ async def test_intensity_exceeded_by_restarts_in_place(
         or (EventKind.INTENSITY_EXCEEDED, "") in kinds
     )
     assert trio.current_time() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("b_needs", "stop_timeout_at"),
+    [(3.0, None), (10.0, 9.0)],
+)
+async def test_each_child_of_a_stop_gets_its_own_timeout(
+    autojump_clock: trio.testing.MockClock, b_needs: float, stop_timeout_at: float | None
+) -> None:
+    # "a" is stopped first (reverse order) and takes 4 s of its 5; "b" is asked at 4, so
+    # its own limit is 9, not the 5 that "a"'s timer had.
+    spec = SupervisorSpec(
+        "app",
+        [
+            ChildSpec("b", slow_stop(b_needs), shutdown_timeout=5.0),
+            ChildSpec("a", slow_stop(4.0), shutdown_timeout=5.0),
+        ],
+    )
+    async with supervisor_tree(spec) as tree:
+        recorder = EventRecorder(tree)
+    assert [e.time for e in recorder.of(EventKind.STOP_TIMEOUT)] == (
+        [] if stop_timeout_at is None else [stop_timeout_at]
+    )
+    assert [(e.path, e.time) for e in recorder.of(EventKind.TERMINATED)] == [
+        ("a", 4.0),
+        ("b", 4.0 + b_needs),
+    ]

@@ -709,10 +709,13 @@ class Supervisor:
         todo = list(children)
         stragglers: list[Run] = []
         while todo:
-            # One timer scope for the whole loop, its deadline moved to each child's
-            # shutdown_timeout in turn: a scope per child doubled the cost of a stop. A new
-            # scope is only needed after a child overran (a cancelled scope stays cancelled).
+            # One timer scope for the whole loop rather than one per child: a scope per
+            # child doubled the cost of a stop. Its deadline only moves earlier (moving it is
+            # not free either): when it fires for an earlier child's deadline, the wait for
+            # the current one goes on below until its own. A service's stop() must not be cut
+            # short by another child's deadline, so for services it is set exactly.
             stopping: Run | None = None
+            deadline = math.inf
             with trio.CancelScope() as timer:
                 while todo:
                     child = todo.pop()
@@ -723,12 +726,20 @@ class Supervisor:
                     if stopping is None or stopping.exited:
                         continue
                     limit = self._begin_stop(child, stopping, kind, reason)
-                    timer.deadline = _stop_deadline(stopping, limit)
+                    deadline = _stop_deadline(stopping, limit)
+                    if deadline < timer.deadline or stopping.service is not None:
+                        timer.deadline = deadline
                     await self._ask_and_wait(child, stopping, limit)
-                    child.state = ChildState.STOPPED
-            if stopping is not None and not stopping.exited:  # the timer cut its wait short
-                self._overran(stopping.child, stopping, reason)
-                stragglers.append(stopping)
+                    if child.state is not ChildState.STOPPED:
+                        child.state = ChildState.STOPPED
+            if stopping is not None and not stopping.exited:
+                with trio.move_on_at(deadline):
+                    await stopping.wait_exited()
+                if stopping.exited:
+                    stopping.child.state = ChildState.STOPPED
+                else:
+                    self._overran(stopping.child, stopping, reason)
+                    stragglers.append(stopping)
         for run in stragglers:
             await run.wait_exited()
             run.child.state = ChildState.STOPPED
