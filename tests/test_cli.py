@@ -1,49 +1,43 @@
-"""The demo: in virtual time, and as a real process stopped by a real Ctrl+C."""
+"""The command line: argument checking in process, and the demo as a real process stopped by
+a real Ctrl+C (SIGINT). The demo's service itself is tested end to end in ``test_demo.py``.
+"""
 
 from __future__ import annotations
 
-import io
-import os
+import importlib.metadata
+import logging
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-import trio
-import trio.testing
 
-from trio_supervise._cli import demo_spec, main, run_demo
+from trio_supervise._cli import main
 
-
-async def test_demo_shows_restarts_and_rest_for_one(autojump_clock: trio.testing.MockClock) -> None:
-    out = io.StringIO()
-    code = await run_demo(out, duration=14.0, seed=3, handle_signals=False)
-    text = out.getvalue()
-    assert code == 0
-    lines = text.splitlines()
-    assert lines[0] == "demo (supervisor, running)"
-    # The flaky worker crashes 3 s after each start and is restarted with backoff.
-    assert sum("CRASHED           flaky (DemoCrash" in line for line in lines) == 3
-    assert sum("RESTARTED         flaky" in line for line in lines) == 3
-    # The connection drops at 12.2 s; rest-for-one restarts the queries after it.
-    stop_queries = lines.index(
-        next(line for line in lines if "EXITED            db/queries" in line)
-    )
-    restart_connection = lines.index(
-        next(line for line in lines if "RESTARTED         db/connection" in line)
-    )
-    restart_queries = lines.index(
-        next(line for line in lines if "RESTARTED         db/queries" in line)
-    )
-    assert stop_queries < restart_connection < restart_queries
-    assert "  flaky (worker, running, restarts=2)" in lines  # the tree rendered at 10 s
-    assert lines[-1] == "done: 4 crashes handled"
-    assert "shutdown (--duration 14s passed)" in text
+#: A fail-safe only: the demo starts and stops in about a second.
+FAIL_SAFE = 30.0
 
 
-def test_demo_spec_is_valid() -> None:
-    spec = demo_spec(1.0)
-    assert [child.name for child in spec.children] == ["steady", "flaky", "db"]
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """``main()`` configures logging, as an application does: undo it after the test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
 
 
 def test_cli_needs_a_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -53,23 +47,153 @@ def test_cli_needs_a_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert "the following arguments are required: command" in capsys.readouterr().err
 
 
+def test_demo_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        main(["demo", "--help"])
+    assert excinfo.value.code == 0
+    out = capsys.readouterr().out
+    for option in (
+        "--host",
+        "--port",
+        "--ws-port",
+        "--db",
+        "--drain-delay",
+        "--shutdown-deadline",
+        "--log-level",
+        "--log-format",
+    ):
+        assert option in out
+    assert "default 127.0.0.1" in out
+    assert "ready http=http://HOST:PORT ws=ws://HOST:PORT/ws" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--port", "70000"], "argument --port: must be in [0, 65535] (got 70000); 0 picks"),
+        (["--ws-port", "web"], "argument --ws-port: not a port number: 'web'"),
+        (
+            ["--drain-delay", "-1"],
+            "argument --drain-delay: must be a finite number >= 0 (got '-1')",
+        ),
+        (["--shutdown-deadline", "inf"], "argument --shutdown-deadline: must be a finite number"),
+        (["--flaky-period", "0"], "error: --flaky-period must be > 0 seconds (got 0.0)"),
+        (["--host", ""], "error: --host must be a host name or IP address (got '')"),
+        (
+            ["--drain-delay", "5", "--shutdown-deadline", "4"],
+            "error: --shutdown-deadline (4) must be longer than --drain-delay (5): the shutdown"
+            " has to drain",
+        ),
+        (["--log-level", "loud"], "argument --log-level: invalid choice: 'LOUD'"),
+    ],
+)
+def test_demo_rejects_bad_options(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        main(["demo", *argv])
+    assert excinfo.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: trio-supervise demo ")
+    assert message in err
+
+
+def test_demo_without_its_extras_says_what_to_install(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # None in sys.modules makes the import fail as a missing dependency would.
+    monkeypatch.setitem(sys.modules, "trio_supervise._demo", None)
+    assert main(["demo", "--port", "0", "--ws-port", "0", "--db", ":memory:"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "trio-supervise demo: the demo needs the http, websocket and metrics extras: pip install"
+        " 'trio-supervise[http,websocket,metrics]'"
+    )
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_demo_with_a_database_it_cannot_open_exits_1(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-dir" / "demo.db"
+    assert main(["demo", "--port", "0", "--ws-port", "0", "--db", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert f"trio-supervise demo: --db: cannot open SQLite database {str(missing)!r}" in err
+    assert "does not exist; create it first" in err
+    # Nothing was listening: the database is opened first.
+    assert "ready" not in capsys.readouterr().out
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_ctrl_c_shuts_the_demo_down_gracefully() -> None:
+def test_ctrl_c_while_the_database_does_not_answer_stops_the_start() -> None:
+    # A "PostgreSQL server" that accepts the connection and never says a word.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        dsn = f"postgresql://demo@127.0.0.1:{port}/demo"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "trio_supervise", "demo", "--port", "0", "--db", dsn],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            server.settimeout(FAIL_SAFE)
+            connection, _ = server.accept()  # the demo is now waiting for the server
+            with connection:
+                process.send_signal(signal.SIGINT)
+                out, err = process.communicate(timeout=FAIL_SAFE)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 0, err
+    assert out == ""
+    assert err.endswith(
+        ' level=WARNING logger=trio_supervise.demo kind=SIGNAL path="" msg="received SIGINT'
+        ' while opening the database: not starting"\n'
+    )
+
+
+def test_the_console_script_is_main() -> None:
+    scripts = importlib.metadata.entry_points(group="console_scripts", name="trio-supervise")
+    assert [script.value for script in scripts] == ["trio_supervise._cli:main"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("how", ["python -m trio_supervise", "trio-supervise"])
+def test_ctrl_c_shuts_the_demo_down_gracefully(tmp_path: Path, how: str) -> None:
+    if how == "trio-supervise":
+        # Installed next to the interpreter by `pip install -e .`.
+        command = [str(Path(sys.executable).with_name("trio-supervise"))]
+    else:
+        command = [sys.executable, "-m", "trio_supervise"]
+    db = tmp_path / "demo.db"
+    options = ["--port", "0", "--ws-port", "0", "--db", str(db), "--drain-delay", "0.2"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "trio_supervise", "demo"],
+        [*command, "demo", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         assert process.stdout is not None
-        assert process.stdout.readline() == "demo (supervisor, running)\n"
+        ready = process.stdout.readline()
+        assert ready.startswith("ready http=http://127.0.0.1:"), ready
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        out, err = process.communicate(timeout=FAIL_SAFE)
     finally:
-        process.kill()
-        process.wait()
+        if process.returncode is None:
+            process.kill()
+            process.communicate()
     assert process.returncode == 0, err
-    assert "shutdown (signal SIGINT)" in out
-    assert out.splitlines()[-1].startswith("done: ")
+    lines = out.splitlines()
+    assert lines[0].startswith("shutdown (signal SIGINT) took ")
+    assert [line.split()[0] for line in lines[2:]] == ["0", "0", "0", "10", "20", "30"]
+    assert all(" ok " in line for line in lines[2:])
+    # The logs: one line per event on stderr, the signal among them.
+    assert 'kind=SIGNAL path="" msg="received SIGINT: shutting down' in err
+    assert all(line.startswith("time=") for line in err.splitlines())
+    # The database was made and closed cleanly.
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT count(*) FROM notes").fetchone() == (0,)
+    connection.close()

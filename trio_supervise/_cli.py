@@ -1,144 +1,149 @@
-"""The ``trio-supervise`` command line: ``trio-supervise demo`` runs an example tree."""
+"""The ``trio-supervise`` command line; ``trio-supervise demo`` runs the demo service."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import random
+import importlib
+import math
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from functools import partial
 
 import trio
 
-from ._context import current_child
-from ._events import EventKind
-from ._spec import Backoff, ChildSpec, Strategy, SupervisorSpec
-from ._tree import supervisor_tree
+from ._run import _HeldSignals
+
+_DEMO_EXTRAS = (
+    "the demo needs the http, websocket and metrics extras: pip install"
+    " 'trio-supervise[http,websocket,metrics]' (add postgres for a PostgreSQL --db)"
+)
 
 
-class DemoCrash(Exception):
-    """What the demo's flaky worker raises on purpose."""
+_DEMO_DESCRIPTION = """\
+Run the demo service until SIGTERM or Ctrl+C, then shut it down gracefully and print
+the shutdown report. Once it is up it prints one line:
+
+  ready http=http://HOST:PORT ws=ws://HOST:PORT/ws
+
+HTTP:      POST /notes {"text": "..."}, GET /notes/{id}, GET /work?seconds=S, GET /tree,
+           GET /health/live, GET /health/ready, GET /metrics
+WebSocket: /ws (hello, a message per new note, the shutdown notice, close 1001)
+Logs:      stderr, one line per event
+"""
 
 
-async def steady_worker() -> None:
-    """Ticks once a second, forever."""
-    while True:  # noqa: ASYNC110 - the tick is the work
-        await trio.sleep(1)
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in [0, 65535] (got {port}); 0 picks a free port")
+    return port
 
 
-async def flaky_worker(period: float) -> None:
-    """Crashes ``period`` seconds after each start, so its restarts and backoff show."""
-    await trio.sleep(period)
-    raise DemoCrash(f"flaky crash #{current_child().restarts + 1} (on purpose)")
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (got {text!r})")
+    return seconds
 
 
-async def connection(
-    lifetime: float, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Stands for a database connection: ready after a handshake, dropped after ``lifetime``."""
-    await trio.sleep(0.2)
-    task_status.started()
-    await trio.sleep(lifetime)
-    raise DemoCrash("connection dropped (on purpose)")
-
-
-async def query_runner() -> None:
-    """Depends on ``connection``: rest-for-one restarts it whenever the connection drops."""
-    await trio.sleep_forever()
-
-
-def demo_spec(flaky_period: float = 3.0) -> SupervisorSpec:
-    """The demo tree: a steady worker, a flaky one, and a rest-for-one database pair."""
-    return SupervisorSpec(
-        "demo",
-        [
-            ChildSpec("steady", steady_worker),
-            ChildSpec("flaky", flaky_worker, (flaky_period,)),
-            SupervisorSpec(
-                "db",
-                [
-                    ChildSpec("connection", connection, (flaky_period * 4,)),
-                    ChildSpec("queries", query_runner),
-                ],
-                strategy=Strategy.REST_FOR_ONE,
-                max_restarts=5,
-                max_seconds=30,
-            ),
-        ],
-        # Generous on purpose: the demo crashes for show and must not give up.
-        max_restarts=20,
-        max_seconds=30,
-        backoff=Backoff(initial=0.5, maximum=4.0, reset_after=10.0),
-    )
-
-
-async def run_demo(
-    out: TextIO,
-    *,
-    duration: float | None = None,
-    render_every: float = 5.0,
-    seed: int | None = None,
-    handle_signals: bool = True,
-) -> int:
-    """Run the demo tree until a signal (or ``duration`` seconds); print events and the tree."""
-    rng = random.Random(seed)
-    async with supervisor_tree(demo_spec(), handle_signals=handle_signals, rng=rng) as tree:
-        started = trio.current_time()
-        print(tree.render(), file=out, flush=True)
-
-        async def show_events() -> None:
-            async with tree.events() as events:
-                async for event in events:
-                    line = f"+{event.time - started:7.3f}s {event.kind.name:<17} {event.path}"
-                    if event.detail:
-                        line += f" — {event.detail}"
-                    if event.error is not None and event.kind is EventKind.CRASHED:
-                        line += f" ({type(event.error).__name__}: {event.error})"
-                    print(line, file=out, flush=True)
-
-        async def show_tree() -> None:
-            while True:
-                await trio.sleep(render_every)
-                print(tree.render(), file=out, flush=True)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(show_events)
-            nursery.start_soon(show_tree)
-            if duration is not None:
-                await trio.sleep(duration)
-                tree.shutdown(f"--duration {duration:g}s passed")
-            else:
-                await trio.sleep_forever()
-    report = tree.shutdown_report
-    if report is not None:
-        print(report.format(), file=out, flush=True)
-    crashes = sum(event.kind is EventKind.CRASHED for event in tree.history)
-    print(f"done: {crashes} crashes handled", file=out, flush=True)
-    return 0 if report is None or report.ok else 1
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(
         prog="trio-supervise", description="Supervision trees and graceful shutdown for Trio."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
-        "demo", help="run an example tree until Ctrl+C, printing its events and the tree"
+        "demo",
+        help="run the demo service (notes over HTTP, news over WebSocket) until Ctrl+C",
+        description=_DEMO_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("--duration", type=float, help="stop by itself after this many seconds")
-    demo.add_argument("--seed", type=int, help="seed of the backoff jitter")
+    demo.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    demo.add_argument(
+        "--port", type=_port, default=8000, help="HTTP port (default 8000; 0 picks a free one)"
+    )
+    demo.add_argument(
+        "--ws-port",
+        type=_port,
+        default=8001,
+        help="WebSocket port (default 8001; 0 picks a free one)",
+    )
+    demo.add_argument(
+        "--db",
+        default="demo.db",
+        help="a SQLite file path or a postgresql:// DSN (default demo.db)",
+    )
+    demo.add_argument(
+        "--drain-delay",
+        type=_seconds,
+        default=5.0,
+        help="seconds to keep serving after SIGTERM while /health/ready says 503 (default 5)",
+    )
+    demo.add_argument(
+        "--shutdown-deadline",
+        type=_seconds,
+        default=30.0,
+        help=(
+            "seconds the whole shutdown may take (default 30); requests still running near it"
+            " are cut so that the database is closed in time"
+        ),
+    )
+    demo.add_argument(
+        "--flaky-period",
+        type=_seconds,
+        default=3.0,
+        help="seconds between the flaky worker's crashes (default 3)",
+    )
     demo.add_argument(
         "--log-level",
-        default="ERROR",
-        help="level of the library's log lines (the events are printed anyway)",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="least level of the log lines on stderr (default INFO)",
     )
+    demo.add_argument(
+        "--log-format",
+        default="logfmt",
+        choices=["logfmt", "json"],
+        help="log lines as key=value pairs (default) or JSON objects",
+    )
+    return parser, demo
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script ``trio-supervise`` (and ``python -m trio_supervise``)."""
+    parser, demo_parser = _parser()
     args = parser.parse_args(argv)
-    handler = logging.StreamHandler()
-    handler.setFormatter(
-        logging.Formatter(
-            "%(asctime)s %(levelname)s %(name)s: %(message)s",
+    try:
+        # Imported only now: the extras it needs are not dependencies of the package.
+        demo = importlib.import_module("trio_supervise._demo")
+    except ImportError as exc:
+        print(f"trio-supervise demo: {_DEMO_EXTRAS} ({exc})", file=sys.stderr)
+        return 2
+    try:
+        config = demo.DemoConfig(
+            host=args.host,
+            port=args.port,
+            ws_port=args.ws_port,
+            db=args.db,
+            drain_delay=args.drain_delay,
+            shutdown_deadline=args.shutdown_deadline,
+            flaky_period=args.flaky_period,
         )
-    )
-    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
-    return trio.run(lambda: run_demo(sys.stdout, duration=args.duration, seed=args.seed))
+    except ValueError as exc:
+        demo_parser.error(str(exc))
+    demo.configure_logging(args.log_level, args.log_format)
+    try:
+        # As run() does: a signal between the handlers of run_demo and of the tree is
+        # recorded, not lost, and never kills the process mid-start.
+        with _HeldSignals() as held:
+            code: int = trio.run(partial(demo.run_demo, config, _held=held))
+    except demo.DemoStartError as exc:
+        print(f"trio-supervise demo: {exc}", file=sys.stderr)
+        return 1
+    return code

@@ -120,12 +120,13 @@ class ShutdownReport:
             f"shutdown ({self.reason}) took {self.duration:.3f}s"
             + (", forced" if self.forced else "")
             + (", deadline exceeded" if self.deadline_exceeded else ""),
-            f"  {'priority':>8}  {'hook':<24} {'status':<10} {'seconds':>8}",
         ]
+        width = max([24, *(len(hook.name) for hook in self.hooks)])
+        lines.append(f"  {'priority':>8}  {'hook':<{width}} {'status':<10} {'seconds':>8}")
         for hook in sorted(self.hooks, key=lambda h: h.priority):
             error = f"  {type(hook.error).__name__}: {hook.error}" if hook.error else ""
             lines.append(
-                f"  {hook.priority:>8}  {hook.name:<24} {hook.status:<10}"
+                f"  {hook.priority:>8}  {hook.name:<{width}} {hook.status:<10}"
                 f" {hook.duration:>8.3f}{error}"
             )
         return "\n".join(lines)

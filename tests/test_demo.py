@@ -1,0 +1,868 @@
+"""The demo service, end to end: a real ``python -m trio_supervise demo`` process.
+
+Real sockets on 127.0.0.1 (ports picked by the service, read from its ``ready`` line), real
+clients (httpx, trio-websocket), real signals. Every wait is on a condition (the ready line,
+a response, readiness changing, a refused connection, the process's exit), with
+``trio.fail_after`` as a fail-safe only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+import trio_websocket
+from prometheus_client.parser import text_string_to_metric_families
+from trio_websocket import CloseReason, ConnectionClosed, ConnectionRejected, WebSocketConnection
+
+from trio_supervise._demo import (
+    MAX_BODY_BYTES,
+    MAX_NOTE_CHARS,
+    DemoConfig,
+    DemoCrash,
+    LogFormatter,
+    parse_note,
+    parse_seconds,
+)
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+HOST = "127.0.0.1"
+HELLO = '{"type": "hello"}'
+NOTICE = '{"type": "server_shutdown"}'
+#: Fail-safes only: each wait ends on a condition well before.
+FAIL_SAFE = 20.0
+#: The drain delay and the length of the slow requests of the shutdown scenario: the slow
+#: requests outlast the delay, so they are in flight when the listeners close.
+DRAIN_DELAY = 1.0
+WORK_SECONDS = 2.5
+SLOW_REQUESTS = 20
+WS_CLIENTS = 5
+SHUTDOWN_DEADLINE = 10.0
+
+
+# -------------------------------------------------------------------------- the process
+
+
+def demo_command(db: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "trio_supervise",
+        "demo",
+        "--port",
+        "0",
+        "--ws-port",
+        "0",
+        "--db",
+        db,
+        *extra,
+    ]
+
+
+def parse_ready(line: str) -> tuple[str, int]:
+    """``ready http=http://H:P ws=ws://H:Q/ws`` -> ``("http://H:P", Q)``."""
+    words = line.split()
+    assert len(words) == 3, line
+    assert words[0] == "ready", line
+    http, ws = words[1].removeprefix("http="), words[2].removeprefix("ws=")
+    assert http.startswith(f"http://{HOST}:"), line
+    assert ws.startswith(f"ws://{HOST}:"), line
+    assert ws.endswith("/ws"), line
+    return http, int(ws.removeprefix(f"ws://{HOST}:").removesuffix("/ws"))
+
+
+@attrs.define(eq=False)
+class Demo:
+    """A running demo process and what it printed."""
+
+    process: trio.Process
+    stderr_path: Path
+    base: str = ""
+    ws_port: int = 0
+    _buffer: bytearray = attrs.Factory(bytearray)
+
+    @property
+    def http_port(self) -> int:
+        return int(self.base.rsplit(":", 1)[1])
+
+    async def readline(self) -> str:
+        assert self.process.stdout is not None
+        while b"\n" not in self._buffer:
+            chunk = await self.process.stdout.receive_some()
+            assert chunk, f"stdout ended before a full line; stderr:\n{self.stderr()}"
+            self._buffer += chunk
+        line, _, rest = bytes(self._buffer).partition(b"\n")
+        self._buffer[:] = rest
+        return line.decode()
+
+    async def read_rest(self) -> str:
+        assert self.process.stdout is not None
+        while chunk := await self.process.stdout.receive_some():
+            self._buffer += chunk
+        return bytes(self._buffer).decode()
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+
+@asynccontextmanager
+async def run_demo_process(tmp_path: Path, db: str, *extra: str) -> AsyncIterator[Demo]:
+    """Start the demo, wait for its ready line; kill it at the end if it still runs."""
+    stderr_path = tmp_path / f"demo-{uuid.uuid4().hex[:8]}.log"
+    with stderr_path.open("wb") as stderr:
+        process = await trio.lowlevel.open_process(
+            demo_command(db, *extra), stdout=subprocess.PIPE, stderr=stderr
+        )
+    demo = Demo(process, stderr_path)
+    try:
+        with trio.fail_after(FAIL_SAFE):
+            demo.base, demo.ws_port = parse_ready(await demo.readline())
+        yield demo
+    finally:
+        if process.returncode is None:
+            process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+            assert process.stdout is not None
+            await process.stdout.aclose()
+
+
+# ------------------------------------------------------------------------------- clients
+
+
+def http_client(connections: int = 10) -> httpx.AsyncClient:
+    # No keep-alive: each request is a new connection, so one that gets through proves
+    # the listener accepts. trust_env=False: no proxy from the environment.
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=0)
+    return httpx.AsyncClient(trust_env=False, limits=limits, timeout=FAIL_SAFE)
+
+
+@asynccontextmanager
+async def open_ws(port: int, path: str = "/ws") -> AsyncIterator[WebSocketConnection]:
+    """A trio-websocket client that owns its TCP stream and closes it.
+
+    ``open_websocket()`` leaves its socket open after a close begun by the server (a
+    ResourceWarning), so the stream is opened here and wrapped with ``wrap_client_stream``.
+    """
+    stream = await trio.open_tcp_stream(HOST, port)
+    async with stream, trio.open_nursery() as nursery:
+        ws = await trio_websocket.wrap_client_stream(nursery, stream, f"{HOST}:{port}", path)
+        try:
+            yield ws
+        finally:
+            with trio.move_on_after(FAIL_SAFE, shield=True):
+                await ws.aclose()
+            nursery.cancel_scope.cancel()
+
+
+@attrs.define(eq=False)
+class WSClient:
+    """What one WebSocket client read until its connection closed."""
+
+    messages: list[str | bytes] = attrs.Factory(list)
+    reason: CloseReason | None = None
+    got_note: trio.Event = attrs.Factory(trio.Event)
+    closed: trio.Event = attrs.Factory(trio.Event)
+
+    async def run(self, port: int, task_status: trio.TaskStatus[None]) -> None:
+        """Connect, report started once greeted, then read until the server closes."""
+        async with open_ws(port) as ws:
+            self.messages.append(await ws.get_message())
+            task_status.started()
+            try:
+                while True:
+                    message = await ws.get_message()
+                    self.messages.append(message)
+                    if isinstance(message, str) and json.loads(message).get("type") == "note":
+                        self.got_note.set()
+            except ConnectionClosed as exc:
+                self.reason = exc.reason
+                self.closed.set()
+
+
+async def raw_request(
+    base: str, method: str, target: str, body: bytes
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request over a plain TCP stream: the exact bytes, whatever they are.
+
+    httpx leaves its request body generator unfinished when the server answers before it
+    read the body (a ResourceWarning), as for 413. A body over ``MAX_BODY_BYTES`` is
+    announced (``Content-Length``) but not sent: the server answers from the header, and
+    bytes it never reads would make its close a reset that can lose the answer.
+    """
+    port = int(base.rsplit(":", 1)[1])
+    request = (
+        f"{method} {target} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    return await exchange(port, request + (body if len(body) <= MAX_BODY_BYTES else b""))
+
+
+async def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` on a new connection; read the response until the server closes.
+
+    Raises:
+      OSError: the connection was refused, broken, or closed without a response.
+    """
+    response = b""
+    with trio.fail_after(FAIL_SAFE):
+        async with await trio.open_tcp_stream(HOST, port) as stream:
+            try:
+                await stream.send_all(request)
+                while chunk := await stream.receive_some():
+                    response += chunk
+            except trio.BrokenResourceError as exc:
+                raise ConnectionResetError(f"connection broken: {exc}") from exc
+    if not response:
+        raise ConnectionAbortedError("the server closed the connection without a response")
+    head, _, content = response.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    assert int(headers["content-length"]) == len(content)
+    return int(status_line.split()[1]), headers, content
+
+
+@attrs.define(eq=False)
+class Writer:
+    """Posts notes one after the other until the service stops answering."""
+
+    acked: dict[int, str] = attrs.Factory(dict)
+    # How many notes were acknowledged when the test marked a moment (see `mark`).
+    marks: dict[str, int] = attrs.Factory(dict)
+    error: OSError | None = None
+    # The text of the note whose request failed (the last one).
+    unanswered: str | None = None
+    done: trio.Event = attrs.Factory(trio.Event)
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = len(self.acked)
+
+    async def run(self, base: str) -> None:
+        # Over plain TCP, as httpx leaves its request body generator unfinished when the
+        # connection breaks mid-request (a ResourceWarning), which happens here on purpose.
+        try:
+            for n in range(1_000_000):
+                text = f"note {n} ✓"
+                body = json.dumps({"text": text}).encode()
+                try:
+                    status, _, content = await raw_request(base, "POST", "/notes", body)
+                except OSError as exc:
+                    self.error, self.unanswered = exc, text
+                    return
+                assert status == 201, content
+                answer = json.loads(content)
+                assert list(answer) == ["id"]
+                self.acked[answer["id"]] = text
+        finally:
+            self.done.set()
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    """Poll a condition that no event announces (another process's state)."""
+    while not predicate():  # noqa: ASYNC110 - the state is another party's
+        await trio.sleep(0.005)
+
+
+async def poll_until(predicate: Callable[[], Awaitable[bool]]) -> None:
+    """Poll an asynchronous condition (a question to another process)."""
+    while not await predicate():  # noqa: ASYNC110 - no event crosses the process boundary
+        await trio.sleep(0.005)
+
+
+async def connection_refused(port: int) -> bool:
+    try:
+        stream = await trio.open_tcp_stream(HOST, port)
+    except OSError:
+        return True
+    await stream.aclose()
+    return False
+
+
+async def get_tree(client: httpx.AsyncClient, base: str) -> dict[str, Any]:
+    response = await client.get(f"{base}/tree")
+    assert response.status_code == 200
+    tree: dict[str, Any] = response.json()
+    return tree
+
+
+def find_node(node: dict[str, Any], path: str) -> dict[str, Any]:
+    if node["path"] == path:
+        return node
+    for child in node.get("children", []):
+        if path == child["path"] or path.startswith(child["path"] + "/"):
+            return find_node(child, path)
+    raise AssertionError(f"no {path!r} in the tree: {node}")
+
+
+def report_rows(stdout: str) -> tuple[str, dict[str, str]]:
+    """The report's title line and ``{hook: status}`` from the demo's stdout."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("shutdown ("))
+    assert lines[start + 1].split() == ["priority", "hook", "status", "seconds"]
+    rows: dict[str, str] = {}
+    for line in lines[start + 2 :]:
+        priority, rest = line.split(maxsplit=1)
+        name, status, seconds = rest.rsplit(maxsplit=2)
+        assert priority.isdigit(), line
+        assert float(seconds) >= 0, line
+        rows[name.strip()] = status
+    return lines[start], rows
+
+
+# ------------------------------------------------------------------ the shutdown scenario
+
+
+@attrs.frozen
+class Outcome:
+    """What the shutdown scenario measured, for the database check and the report."""
+
+    acked: dict[int, str]
+    # The note whose request broke as the listeners closed: maybe stored, never acked.
+    unanswered: str | None
+    error: OSError | None
+    broadcast_ids: set[int]
+    sigterm_to_exit: float
+
+    def check_stored(self, stored: dict[int, str]) -> None:
+        """Every acknowledged note is stored; the only other one may be the unanswered one.
+
+        A request that reaches the server just as its listeners close can run, and commit,
+        while its connection is closed as idle (hypercorn's graceful close races with the
+        request's start): the client sees no answer, so the note is not acknowledged, yet
+        it is there. That is allowed; losing an acknowledged note is not.
+        """
+        assert {i: stored.get(i) for i in self.acked} == self.acked
+        extra = {i: text for i, text in stored.items() if i not in self.acked}
+        assert set(extra.values()) <= {self.unanswered}, (extra, self.error)
+
+
+async def shutdown_scenario(tmp_path: Path, db: str) -> Outcome:
+    """SIGTERM while slow requests run, a writer posts and WebSocket clients listen.
+
+    Checks: every slow request gets its 200; readiness is 503 during the drain delay while
+    requests are still served; new connections are refused once the listeners closed, while
+    the slow requests still run; every WebSocket client gets hello, notes, the notice and
+    1001; the process exits 0 and prints the report; both ports refuse afterwards.
+    """
+    extra = ["--drain-delay", f"{DRAIN_DELAY:g}", "--shutdown-deadline", f"{SHUTDOWN_DEADLINE:g}"]
+    async with run_demo_process(tmp_path, db, *extra) as demo:
+        base = demo.base
+        clients = [WSClient() for _ in range(WS_CLIENTS)]
+        writer = Writer()
+        slow: dict[int, int | Exception] = {}
+        # When things were seen, for the numbers printed at the end (trio.current_time()).
+        timings: dict[str, float] = {}
+
+        async def slow_request(client: httpx.AsyncClient, n: int) -> None:
+            try:
+                response = await client.get(f"{base}/work", params={"seconds": WORK_SECONDS})
+            except httpx.HTTPError as exc:
+                slow[n] = exc
+            else:
+                assert response.json() == {"slept": WORK_SECONDS}
+                slow[n] = response.status_code
+                timings["last slow answer"] = trio.current_time()
+
+        with trio.fail_after(FAIL_SAFE):
+            async with (
+                http_client(SLOW_REQUESTS) as slow_client,
+                http_client() as probe,
+                trio.open_nursery() as nursery,
+            ):
+                for client in clients:
+                    await nursery.start(client.run, demo.ws_port)
+                assert all(client.messages == [HELLO] for client in clients)
+                for n in range(SLOW_REQUESTS):
+                    nursery.start_soon(slow_request, slow_client, n)
+
+                # All of them in flight at the server (the /tree request counts itself).
+                async def all_in_flight() -> bool:
+                    tree = await get_tree(probe, base)
+                    return bool(tree["http_in_flight"] >= SLOW_REQUESTS + 1)
+
+                await poll_until(all_in_flight)
+                nursery.start_soon(writer.run, base)
+                for client in clients:
+                    await client.got_note.wait()
+
+                demo.process.send_signal(signal.SIGTERM)
+                sent = trio.current_time()
+                writer.mark("sigterm")
+
+                # The drain delay: not ready, but still serving (the probe itself, and the
+                # writer's notes).
+                while True:
+                    response = await probe.get(f"{base}/health/ready")
+                    if response.status_code == 503:
+                        timings["not ready"] = trio.current_time()
+                        break
+                    assert response.json() == {"ready": True}
+                reason = response.json()["reason"]
+                assert reason.startswith("shutting down: drain delay, "), reason
+                assert trio.current_time() - sent < DRAIN_DELAY
+                writer.mark("not ready")
+                await wait_until(lambda: len(writer.acked) > writer.marks["not ready"])
+                live = await probe.get(f"{base}/health/live")
+                assert (live.status_code, live.json()) == (200, {"live": True})
+
+                # Then the listeners close while the slow requests are still running.
+                await poll_until(lambda: connection_refused(demo.http_port))
+                timings["refused"] = trio.current_time()
+                assert trio.current_time() - sent >= DRAIN_DELAY
+                assert not slow, f"slow requests ended before the listener closed: {slow}"
+                await writer.done.wait()
+                assert isinstance(writer.error, OSError)
+
+            code = await demo.process.wait()
+            sigterm_to_exit = trio.current_time() - sent
+            stdout = await demo.read_rest()
+
+    assert code == 0, demo.stderr()
+    assert slow == dict.fromkeys(range(SLOW_REQUESTS), 200)
+    # The notes acknowledged during the drain delay count too.
+    assert writer.marks["not ready"] < len(writer.acked)
+
+    broadcast_ids: set[int] = set()
+    for client in clients:
+        assert client.reason is not None
+        assert (client.reason.code, client.reason.reason) == (1001, "going away")
+        assert client.messages[0] == HELLO
+        assert client.messages[-1] == NOTICE
+        notes = [json.loads(message) for message in client.messages[1:-1]]
+        assert notes, "no note broadcast reached this client"
+        assert all(note.keys() == {"type", "id"} and note["type"] == "note" for note in notes)
+        broadcast_ids |= {note["id"] for note in notes}
+
+    title, rows = report_rows(stdout)
+    assert title.startswith("shutdown (signal SIGTERM) took ")
+    assert rows == {
+        "drain-delay": "ok",
+        "http: stop accepting": "ok",
+        "websocket: stop accepting": "ok",
+        "supervisor": "ok",
+        "database: flush": "ok",
+        "database: close": "ok",
+    }
+    assert sigterm_to_exit < SHUTDOWN_DEADLINE
+    assert await connection_refused(demo.http_port)
+    assert await connection_refused(demo.ws_port)
+    log = demo.stderr()
+    assert "kind=SHUTDOWN_FINISHED" in log
+    # One line per event: every line is a logfmt record.
+    assert all(line.startswith("time=") for line in log.splitlines()), log
+    kind = "postgresql" if db.startswith("postgresql://") else "sqlite"
+    exited_after_answers = sent + sigterm_to_exit - timings["last slow answer"]
+    print(
+        f"\n{kind}: SIGTERM to exit {sigterm_to_exit:.3f}s; readiness 503 after"
+        f" {timings['not ready'] - sent:.3f}s; connections refused after"
+        f" {timings['refused'] - sent:.3f}s; exit {exited_after_answers:.3f}s"
+        f" after the last slow answer; {len(writer.acked)} notes acknowledged"
+        f" ({len(writer.acked) - writer.marks['sigterm']} after SIGTERM)"
+    )
+    return Outcome(writer.acked, writer.unanswered, writer.error, broadcast_ids, sigterm_to_exit)
+
+
+async def test_sigterm_drains_everything_sqlite(tmp_path: Path) -> None:
+    path = tmp_path / "demo.db"
+    outcome = await shutdown_scenario(tmp_path, str(path))
+    with sqlite3.connect(path) as connection:
+        stored = dict(connection.execute("SELECT id, text FROM notes").fetchall())
+    connection.close()
+    outcome.check_stored(stored)
+    assert outcome.broadcast_ids <= stored.keys()
+    # The WAL was checkpointed into the database file by the flush hook, then removed.
+    assert not (tmp_path / "demo.db-wal").exists()
+
+
+@pytest.fixture
+def postgres_database(postgres_dsn: str) -> Iterator[str]:
+    """A fresh database on the session's PostgreSQL server, dropped afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    server, _, _ = postgres_dsn.rpartition("/")
+    name = f"demo_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{server}/{name}"
+    finally:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+async def test_sigterm_drains_everything_postgres(tmp_path: Path, postgres_database: str) -> None:
+    import psycopg
+
+    outcome = await shutdown_scenario(tmp_path, postgres_database)
+
+    def read_notes() -> dict[int, str]:
+        with psycopg.connect(postgres_database) as connection:
+            return dict(connection.execute("SELECT id, text FROM notes").fetchall())
+
+    stored = await trio.to_thread.run_sync(read_notes)
+    outcome.check_stored(stored)
+    assert outcome.broadcast_ids <= stored.keys()
+
+
+# -------------------------------------------------------------- bad input, every endpoint
+
+
+@attrs.frozen
+class Running:
+    base: str
+    ws_port: int
+
+
+@pytest.fixture(scope="module")
+def running_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """One demo process for the requests below; it must shut down cleanly at the end.
+
+    A module fixture runs outside the tests' Trio runs, so it drives the process with the
+    ``subprocess`` module.
+    """
+    directory = tmp_path_factory.mktemp("demo")
+    with (directory / "stderr.log").open("wb") as stderr:
+        process = subprocess.Popen(
+            demo_command(
+                str(directory / "demo.db"), "--drain-delay", "0", "--flaky-period", "0.05"
+            ),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.endswith("\n"), (directory / "stderr.log").read_text()
+        base, ws_port = parse_ready(line)
+        yield Running(base, ws_port)
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=FAIL_SAFE)
+        assert process.returncode == 0, (directory / "stderr.log").read_text()
+        title, rows = report_rows(out)
+        assert title.startswith("shutdown (signal SIGTERM)")
+        assert set(rows.values()) == {"ok"}
+    finally:
+        if process.returncode is None:
+            process.kill()
+            process.communicate()
+
+
+TOO_LONG = "x" * (MAX_NOTE_CHARS + 1)
+
+BAD_REQUESTS = [
+    # (method, path, body, status, the error message matches this)
+    ("POST", "/notes", b"", 400, r"^request body is empty; send JSON such as"),
+    ("POST", "/notes", b"{not json", 400, r"^request body is not valid JSON: Expecting property"),
+    ("POST", "/notes", b"\xff\xfe\x00", 400, r"^request body is not valid JSON: "),
+    ("POST", "/notes", b"[" * 100_000, 400, r"^request body is not valid JSON: nested too deeply$"),
+    (
+        "POST",
+        "/notes",
+        b"[1, 2]",
+        422,
+        r"^request body must be a JSON object .*\(got a JSON array\)$",
+    ),
+    ("POST", "/notes", b'"text"', 422, r"\(got a JSON string\)$"),
+    ("POST", "/notes", b"{}", 422, r'^field "text" is missing'),
+    ("POST", "/notes", b'{"txt": "a"}', 422, r'^field "text" is missing'),
+    (
+        "POST",
+        "/notes",
+        b'{"text": null}',
+        422,
+        r'^field "text" must be a string \(got a JSON null\)$',
+    ),
+    ("POST", "/notes", b'{"text": 5}', 422, r"\(got a JSON number\)$"),
+    ("POST", "/notes", b'{"text": ["a"]}', 422, r"\(got a JSON array\)$"),
+    ("POST", "/notes", b'{"text": ""}', 422, r'^field "text" must not be empty$'),
+    (
+        "POST",
+        "/notes",
+        json.dumps({"text": TOO_LONG}).encode(),
+        422,
+        rf'^field "text" is too long: {MAX_NOTE_CHARS + 1} characters, the limit is'
+        rf" {MAX_NOTE_CHARS}$",
+    ),
+    ("POST", "/notes", b"x" * (MAX_BODY_BYTES + 1), 413, r"^request body too large: "),
+    ("POST", "/notes", b'{"text": "a\\u0000b"}', 422, r"must not contain NUL characters"),
+    ("POST", "/notes", b'{"text": "\\ud800"}', 422, r"lone surrogate"),
+    (
+        "GET",
+        "/notes/abc",
+        b"",
+        422,
+        r"^note id must be a positive integer such as 1 \(got 'abc'\)$",
+    ),
+    ("GET", "/notes/0", b"", 422, r"^note id must be a positive integer"),
+    ("GET", "/notes/-3", b"", 422, r"^note id must be a positive integer"),
+    ("GET", "/notes/1.5", b"", 422, r"^note id must be a positive integer"),
+    ("GET", "/notes/999999", b"", 404, r"^no note with id 999999$"),
+    ("GET", f"/notes/{2**64}", b"", 404, r"^no note with id"),
+    ("GET", "/work", b"", 422, r"^query parameter seconds is missing; e\.g\. /work\?seconds=2"),
+    ("GET", "/work?seconds=", b"", 422, r"^query parameter seconds must be a number \(got ''\)"),
+    (
+        "GET",
+        "/work?seconds=soon",
+        b"",
+        422,
+        r"must be a number \(got 'soon'\); 0 <= seconds <= 30$",
+    ),
+    ("GET", "/work?seconds=-1", b"", 422, r"^query parameter seconds must be 0 <= seconds <= 30"),
+    ("GET", "/work?seconds=30.5", b"", 422, r"\(got '30\.5'\)$"),
+    ("GET", "/work?seconds=nan", b"", 422, r"\(got 'nan'\)$"),
+    ("GET", "/work?seconds=inf", b"", 422, r"\(got 'inf'\)$"),
+    ("GET", "/work?seconds=1&seconds=2", b"", 422, r"is given 2 times; give it once$"),
+    ("GET", "/nowhere", b"", 404, r"^no such endpoint: GET /nowhere$"),
+    ("DELETE", "/notes", b"", 405, r"^method DELETE not allowed on /notes; use POST$"),
+    ("PUT", "/notes/1", b"", 405, r"^method PUT not allowed on /notes/1; use GET, HEAD$"),
+    ("POST", "/tree", b"", 405, r"^method POST not allowed on /tree; use GET, HEAD$"),
+    ("POST", "/work?seconds=1", b"", 405, r"^method POST not allowed on /work"),
+    ("POST", "/health/ready", b"", 405, r"^method POST not allowed$"),
+    ("DELETE", "/metrics", b"", 405, r"^method DELETE not allowed$"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "message"),
+    BAD_REQUESTS,
+    ids=[f"{method} {path[:40]} {body[:20]!r}" for method, path, body, _, _ in BAD_REQUESTS],
+)
+async def test_bad_input_gets_a_json_4xx_and_the_service_lives_on(
+    running_demo: Running, method: str, path: str, body: bytes, status: int, message: str
+) -> None:
+    answer, headers, content = await raw_request(running_demo.base, method, path, body)
+    assert answer == status, content
+    assert headers["content-type"] == "application/json"
+    error = json.loads(content)["error"]
+    assert re.search(message, error), error
+    async with http_client() as client:
+        after = await client.get(f"{running_demo.base}/health/live")
+    assert after.status_code == 200
+
+
+async def test_a_chunked_body_over_the_limit_gets_413(running_demo: Running) -> None:
+    port = int(running_demo.base.rsplit(":", 1)[1])
+    chunk = b"x" * (MAX_BODY_BYTES + 1)
+    request = (
+        (
+            f"POST /notes HTTP/1.1\r\nHost: {HOST}:{port}\r\nTransfer-Encoding: chunked\r\n"
+            f"Connection: close\r\n\r\n{len(chunk):x}\r\n"
+        ).encode()
+        + chunk
+        + b"\r\n0\r\n\r\n"
+    )
+    status, headers, content = await exchange(port, request)
+    assert (status, headers["content-type"]) == (413, "application/json")
+    assert json.loads(content) == {
+        "error": f"request body too large: more than the limit of {MAX_BODY_BYTES} bytes"
+    }
+
+
+async def test_notes_round_trip_and_reach_websocket_clients(running_demo: Running) -> None:
+    base = running_demo.base
+    async with http_client() as client, open_ws(running_demo.ws_port) as ws:
+        assert await ws.get_message() == HELLO
+        text = "hello ünïcode 🎉 " + "y" * (MAX_NOTE_CHARS - 16)
+        assert len(text) == MAX_NOTE_CHARS
+        created = await client.post(f"{base}/notes", json={"text": text, "extra": 1})
+        assert created.status_code == 201
+        note_id = created.json()["id"]
+        assert created.json() == {"id": note_id}
+        with trio.fail_after(FAIL_SAFE):
+            while json.loads(await ws.get_message()) != {"type": "note", "id": note_id}:
+                pass  # other tests' notes
+        fetched = await client.get(f"{base}/notes/{note_id}")
+        assert (fetched.status_code, fetched.json()) == (200, {"id": note_id, "text": text})
+        head = await client.head(f"{base}/notes/{note_id}")
+        assert (head.status_code, head.content) == (200, b"")
+        worked = await client.get(f"{base}/work", params={"seconds": "0"})
+        assert (worked.status_code, worked.json()) == (200, {"slept": 0.0})
+
+
+async def test_websocket_bad_messages_get_an_error_and_the_connection_stays(
+    running_demo: Running,
+) -> None:
+    async with open_ws(running_demo.ws_port) as ws:
+        assert await ws.get_message() == HELLO
+
+        async def reply_to(message: str | bytes) -> dict[str, Any]:
+            await ws.send_message(message)
+            while True:  # skip the notes other tests broadcast
+                reply: dict[str, Any] = json.loads(await ws.get_message())
+                if reply["type"] != "note":
+                    return reply
+
+        with trio.fail_after(FAIL_SAFE):
+            bad_messages: list[str | bytes] = [
+                "garbage",
+                b"\x00\x01",
+                '{"type": "subscribe"}',
+                "[" * 10_000,
+            ]
+            for bad in bad_messages:
+                reply = await reply_to(bad)
+                assert reply["type"] == "error"
+                assert reply["message"].startswith("this endpoint only sends notes;")
+            assert await reply_to('{"type": "ping"}') == {"type": "pong"}
+    with pytest.RaisesGroup(ConnectionRejected) as caught:
+        async with open_ws(running_demo.ws_port, "/elsewhere"):
+            pass
+    rejected = caught.value.exceptions[0]
+    assert isinstance(rejected, ConnectionRejected)
+    assert rejected.status_code == 404
+
+
+async def test_tree_and_metrics_show_the_flaky_restarts(running_demo: Running) -> None:
+    base = running_demo.base
+    async with http_client() as client:
+
+        async def restarted_twice() -> bool:
+            tree = await get_tree(client, base)
+            return bool(find_node(tree["tree"], "workers/flaky/worker")["restarts"] >= 2)
+
+        with trio.fail_after(FAIL_SAFE):
+            await poll_until(restarted_twice)
+        tree = await get_tree(client, base)
+        root = tree["tree"]
+        assert (root["name"], root["path"], root["kind"], root["state"]) == (
+            "demo",
+            "",
+            "supervisor",
+            "running",
+        )
+        assert [child["name"] for child in root["children"]] == ["workers", "websocket", "http"]
+        assert [child["path"] for child in find_node(root, "workers")["children"]] == [
+            "workers/notes-counter",
+            "workers/flaky",
+        ]
+        flaky = find_node(root, "workers/flaky/worker")
+        assert flaky["kind"] == "worker"
+        assert flaky["last_error"].startswith("DemoCrash: flaky crash #")
+        # Degraded while the flaky worker waits out its backoff: still ready and live.
+        assert tree["health"]["status"] in ("healthy", "degraded")
+        assert (tree["health"]["ready"], tree["health"]["live"]) == (True, True)
+        assert tree["shutting_down"] is False
+        assert tree["http_in_flight"] >= 1
+
+        response = await client.get(f"{base}/metrics")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain; version=")
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+        }
+    restarts = samples[("trio_supervise_child_restarts_total", (("path", "workers/flaky/worker"),))]
+    assert restarts >= flaky["restarts"] >= 2
+    assert samples[("trio_supervise_child_crashes_total", (("path", "workers/flaky/worker"),))] >= 2
+    for path in ("http", "websocket", "workers", "workers/notes-counter", "workers/flaky"):
+        assert samples[("trio_supervise_child_up", (("path", path),))] == 1.0
+        assert samples[("trio_supervise_child_restarts_total", (("path", path),))] == 0.0
+    assert samples[("trio_supervise_tree_ready", ())] == 1.0
+    assert samples[("trio_supervise_tree_live", ())] == 1.0
+    assert samples[("trio_supervise_shutdown_in_progress", ())] == 0.0
+    assert samples[("trio_supervise_events_total", (("kind", "crashed"),))] >= 2
+
+
+async def test_health_endpoints(running_demo: Running) -> None:
+    async with http_client() as client:
+        live = await client.get(f"{running_demo.base}/health/live")
+        ready = await client.get(f"{running_demo.base}/health/ready")
+    assert (live.status_code, live.json()) == (200, {"live": True})
+    assert (ready.status_code, ready.json()) == (200, {"ready": True})
+
+
+# ------------------------------------------------------------------ pieces, in process
+
+
+def test_config_rejects_bad_values_naming_the_option() -> None:
+    cases: list[tuple[dict[str, Any], str]] = [
+        (
+            {"port": 70000},
+            r"^--port must be a TCP port in \[0, 65535\] \(got 70000\); 0 picks one$",
+        ),
+        ({"ws_port": -1}, r"^--ws-port must be a TCP port"),
+        ({"host": " "}, r"^--host must be a host name or IP address \(got ' '\)$"),
+        ({"db": ""}, r"^--db must be a SQLite path or a PostgreSQL DSN \(got ''\)$"),
+        ({"drain_delay": -1}, r"^--drain-delay must be >= 0 seconds \(got -1\)$"),
+        ({"drain_delay": math.nan}, r"^--drain-delay must be a finite number of seconds"),
+        ({"shutdown_deadline": 0}, r"^--shutdown-deadline must be > 0 seconds \(got 0\)$"),
+        ({"flaky_period": 0}, r"^--flaky-period must be > 0 seconds"),
+        (
+            {"drain_delay": 5, "shutdown_deadline": 5},
+            r"^--shutdown-deadline \(5\) must be longer than --drain-delay \(5\): ",
+        ),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            DemoConfig(**kwargs)
+
+
+def test_graceful_timeout_leaves_room_for_the_rest_of_the_shutdown() -> None:
+    assert DemoConfig().graceful_timeout == 22.0  # 30 - 5 - 3
+    assert DemoConfig(drain_delay=1, shutdown_deadline=10).graceful_timeout == 6.0
+    assert DemoConfig(drain_delay=0, shutdown_deadline=2).graceful_timeout == 1.0  # half
+
+
+def test_parsers_accept_the_edges() -> None:
+    assert parse_note(json.dumps({"text": "a" * MAX_NOTE_CHARS}).encode()) == "a" * MAX_NOTE_CHARS
+    assert parse_note(b'  {"text": " "}  ') == " "
+    assert parse_seconds(["0"]) == 0.0
+    assert parse_seconds(["30"]) == 30.0
+    assert parse_seconds(["1e1"]) == 10.0
+
+
+def test_log_lines_are_one_per_record() -> None:
+    def record(**extra: Any) -> logging.LogRecord:
+        made = logging.LogRecord("trio_supervise", logging.WARNING, __file__, 1, "%s", ("x",), None)
+        for key, value in extra.items():
+            setattr(made, key, value)
+        return made
+
+    try:
+        raise ValueError("two\nlines")
+    except ValueError:
+        error_info = sys.exc_info()
+    crash = record(kind="CRASHED", path="workers/flaky/worker")
+    crash.exc_info = (DemoCrash, DemoCrash("on purpose"), None)
+    failed = record(kind="FAILED", path="")
+    failed.exc_info = error_info
+    plain = record()
+    plain.msg, plain.args = 'say "hi" = 1', ()
+    logfmt, as_json = LogFormatter(), LogFormatter("json")
+    line = logfmt.format(crash)
+    assert "\n" not in line
+    assert line.endswith(
+        " level=WARNING logger=trio_supervise kind=CRASHED path=workers/flaky/worker msg=x"
+        ' error="DemoCrash: on purpose"'
+    )
+    assert re.fullmatch(r"time=20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line.split()[0])
+    failed_line = logfmt.format(failed)
+    assert "\n" not in failed_line
+    assert ' path="" msg=x error="ValueError: two\\nlines" traceback="Traceback' in failed_line
+    assert logfmt.format(plain).endswith(' msg="say \\"hi\\" = 1"')
+    decoded = json.loads(as_json.format(failed))
+    assert list(decoded) == ["time", "level", "logger", "kind", "path", "msg", "error", "traceback"]
+    assert decoded["traceback"].startswith("Traceback (most recent call last):\n")
+    with pytest.raises(ValueError, match=r"^log format must be 'logfmt' or 'json' \(got 'xml'\)$"):
+        LogFormatter("xml")

@@ -1,0 +1,763 @@
+"""The demo service behind ``trio-supervise demo``: notes over HTTP, news over WebSocket.
+
+It is built only from the package's integrations, as a real service would be:
+
+* ``HTTPServer`` serving a Starlette app wrapped in ``health_app`` (``/health/live``,
+  ``/health/ready``, ``/metrics`` from ``TreeMetrics``);
+* ``WebSocketServer`` at ``/ws`` on its own port, greeting each client with
+  ``{"type": "hello"}`` and broadcasting ``{"type": "note", "id": N}`` for each new note;
+* a database from ``open_database`` (SQLite file or PostgreSQL DSN) holding
+  ``notes(id INTEGER PRIMARY KEY, text TEXT NOT NULL)``;
+* workers under nested supervisors, one of them crashing on purpose so that restarts show in
+  ``/tree`` and ``/metrics``;
+* ``trio_supervise.serve()`` for the signals, the exit code and the hard exit.
+
+The tree::
+
+    demo (one_for_one)
+      startup    temporary: attaches the metrics, prints the ready line, returns
+      workers    (one_for_one)
+        notes-counter  counts the notes every few seconds and logs the count
+        flaky          (one_for_one, backoff)
+          worker       crashes every ``flaky_period`` seconds, on purpose
+      websocket  WebSocketServer
+      http       HTTPServer
+
+Shutdown (SIGTERM or Ctrl+C), band by band: the drain delay (``/health/ready`` answers 503,
+everything is still served), then HTTP and WebSocket stop accepting; the ``"supervisor"``
+hook stops the children in reverse start order: ``http`` (the requests in flight finish,
+within ``DemoConfig.graceful_timeout``), ``websocket`` (each client gets
+``{"type": "server_shutdown"}`` and a close with 1001), the workers; then the database is
+flushed and closed. The report is printed as a table and the process exits 0 when every
+step was ``ok``.
+
+HTTP API (every error is JSON ``{"error": "..."}`` naming what was wrong):
+
+* ``POST /notes`` with ``{"text": "..."}``: 201 ``{"id": N}`` once the row is committed,
+  then the broadcast. 400 for an empty body or one that is not JSON, 413 for a body over
+  ``MAX_BODY_BYTES``, 422 for a body that is not an object or a ``text`` that is missing,
+  not a string, empty, longer than ``MAX_NOTE_CHARS`` characters (422, not 413: the body
+  is fine, the field is not) or not storable (NUL characters, lone surrogates). Other keys
+  are ignored.
+* ``GET /notes/{id}``: 200 ``{"id", "text"}``, 404 when there is no such note, 422 for an id
+  that is not a positive integer.
+* ``GET /work?seconds=S``: sleeps S seconds (a finite number, 0 <= S <= ``MAX_WORK_SECONDS``),
+  then 200 ``{"slept": S}``; 422 for a missing or bad ``seconds``.
+* ``GET /tree``: the live tree (name, path, kind, state, restarts, last error, children),
+  the health, whether the shutdown runs, the HTTP requests in flight (this one included) and
+  the open WebSocket connections.
+* Unknown paths get 404, wrong methods 405, both as JSON.
+
+WebSocket ``/ws``: ``{"type": "hello"}`` on connect, ``{"type": "note", "id": N}`` per new
+note, ``{"type": "server_shutdown"}`` and a close with 1001 at shutdown. A client may send
+``{"type": "ping"}`` (answered ``{"type": "pong"}``); anything else is answered with
+``{"type": "error", "message": ...}`` and the connection stays open. Other paths: 404.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, TextIO, final
+
+import attrs
+import trio
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from trio_websocket import WebSocketConnection
+
+from ._context import ChildState, current_child
+from ._errors import SupervisionError
+from ._run import _HeldSignals, serve
+from ._shutdown import DrainDelay, ShutdownHook
+from ._spec import Backoff, ChildSpec, Restart, SupervisorSpec
+from ._tree import ChildInfo, SupervisorTree, current_tree
+from .integrations.database import Database, DatabaseError, open_database
+from .integrations.http import HTTPServer, health_app
+from .integrations.metrics import TreeMetrics
+from .integrations.websocket import WebSocketServer
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_NOTE_CHARS",
+    "MAX_WORK_SECONDS",
+    "BadInput",
+    "DemoConfig",
+    "DemoCrash",
+    "DemoService",
+    "DemoStartError",
+    "LogFormatter",
+    "configure_logging",
+    "parse_note",
+    "parse_note_id",
+    "parse_seconds",
+    "run_demo",
+]
+
+logger = logging.getLogger("trio_supervise.demo")
+
+#: The most characters a note's text may have.
+MAX_NOTE_CHARS: Final = 10_000
+#: The largest request body ``POST /notes`` reads: room for ``MAX_NOTE_CHARS`` characters
+#: even when each is written as a JSON surrogate pair escape (12 bytes).
+MAX_BODY_BYTES: Final = 256 * 1024
+#: The longest ``GET /work`` may be asked to take.
+MAX_WORK_SECONDS: Final = 30.0
+#: Seconds the WebSocket server gives the notices and close handshakes at shutdown.
+WEBSOCKET_CLOSE_TIMEOUT: Final = 2.0
+#: Seconds of the shutdown deadline kept for what follows the HTTP drain (the WebSocket
+#: goodbyes, the workers, the database's flush and close).
+SHUTDOWN_RESERVE: Final = WEBSOCKET_CLOSE_TIMEOUT + 1.0
+
+HELLO: Final = '{"type": "hello"}'
+NOTICE: Final = '{"type": "server_shutdown"}'
+WS_PATH: Final = "/ws"
+
+# Migration 1; never edit it once released (``Database.migrate`` checks its checksum).
+_NOTES_TABLE: Final = "CREATE TABLE IF NOT EXISTS notes (id {auto_id}, text TEXT NOT NULL)"
+# SQLite's and PostgreSQL's (BIGINT) largest integer: a larger id names no note.
+_MAX_ID: Final = 2**63 - 1
+_DIGITS: Final = re.compile(r"[0-9]+")
+# How often the startup child looks at the root's state while it waits for it to run.
+_STARTUP_POLL: Final = 0.05
+
+
+class DemoCrash(Exception):
+    """What the demo's flaky worker raises on purpose."""
+
+
+class DemoStartError(Exception):
+    """The demo cannot start: its database cannot be opened or set up."""
+
+
+# ------------------------------------------------------------------------ configuration
+
+
+def _check_number(name: str, value: object, *, low: float, allow_low: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number of seconds (got {value!r})")
+    if value < low or (value == low and not allow_low):
+        sign = ">=" if allow_low else ">"
+        raise ValueError(f"{name} must be {sign} {low:g} seconds (got {value!r})")
+    return float(value)
+
+
+def _check_port(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ValueError(f"{name} must be a TCP port in [0, 65535] (got {value!r}); 0 picks one")
+    return value
+
+
+@final
+@attrs.frozen
+class DemoConfig:
+    """The demo's settings, as ``trio-supervise demo`` takes them.
+
+    Attributes:
+      host: the address both servers bind.
+      port: the HTTP port; 0 picks a free one.
+      ws_port: the WebSocket port; 0 picks a free one.
+      db: a SQLite path or a PostgreSQL DSN (see ``open_database``).
+      drain_delay: seconds to keep serving after SIGTERM while readiness says 503.
+      shutdown_deadline: seconds the whole shutdown may take; must exceed ``drain_delay``.
+      flaky_period: seconds the flaky worker runs before each crash.
+      count_every: seconds between two counts of the notes.
+
+    Raises:
+      ValueError: a value out of range, naming the option and the rule.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    ws_port: int = 8001
+    db: str = "demo.db"
+    drain_delay: float = 5.0
+    shutdown_deadline: float = 30.0
+    flaky_period: float = 3.0
+    count_every: float = 10.0
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.host, str) or not self.host.strip():
+            raise ValueError(f"--host must be a host name or IP address (got {self.host!r})")
+        _check_port("--port", self.port)
+        _check_port("--ws-port", self.ws_port)
+        if not isinstance(self.db, str) or not self.db.strip():
+            raise ValueError(f"--db must be a SQLite path or a PostgreSQL DSN (got {self.db!r})")
+        _check_number("--drain-delay", self.drain_delay, low=0, allow_low=True)
+        _check_number("--shutdown-deadline", self.shutdown_deadline, low=0, allow_low=False)
+        _check_number("--flaky-period", self.flaky_period, low=0, allow_low=False)
+        _check_number("count_every", self.count_every, low=0, allow_low=False)
+        if self.shutdown_deadline <= self.drain_delay:
+            raise ValueError(
+                f"--shutdown-deadline ({self.shutdown_deadline:g}) must be longer than"
+                f" --drain-delay ({self.drain_delay:g}): the shutdown has to drain the"
+                " requests and close the database after the delay"
+            )
+
+    @property
+    def graceful_timeout(self) -> float:
+        """Seconds in-flight HTTP requests may take once the listeners closed.
+
+        What is left of the deadline after the drain delay, less ``SHUTDOWN_RESERVE`` for
+        the steps after the HTTP drain (at least half of it): a request still running then
+        is cut, so that the WebSocket goodbyes and the database's close still happen.
+        """
+        left = self.shutdown_deadline - self.drain_delay
+        return max(left - SHUTDOWN_RESERVE, left / 2)
+
+
+# ------------------------------------------------------------------------------ logging
+
+
+def _logfmt_value(value: str) -> str:
+    if value and not any(c in value for c in ' "=\\') and value.isprintable():
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+@final
+class LogFormatter(logging.Formatter):
+    """One line per record: logfmt (``key=value``) or a JSON object.
+
+    Fields: ``time`` (UTC, ISO 8601, milliseconds), ``level``, ``logger``, ``kind`` and
+    ``path`` when the record has them (the ``extra`` fields trio_supervise's records carry;
+    ``path`` ``""`` is the root), ``msg``, and for a record with an exception ``error``
+    (``Type: message``) and ``traceback`` (escaped onto the same line). The demo's own
+    crashes (``DemoCrash``) get no traceback: they are expected.
+    """
+
+    def __init__(self, style: str = "logfmt") -> None:
+        if style not in ("logfmt", "json"):
+            raise ValueError(f"log format must be 'logfmt' or 'json' (got {style!r})")
+        super().__init__()
+        self._json = style == "json"
+
+    def fields(self, record: logging.LogRecord) -> dict[str, str]:
+        """The record's fields, in order, as strings."""
+        moment = datetime.fromtimestamp(record.created, UTC)
+        fields = {
+            "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+        }
+        for key in ("kind", "path"):
+            value = getattr(record, key, None)
+            if value is not None:
+                fields[key] = str(value)
+        fields["msg"] = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            fields["error"] = f"{type(error).__name__}: {error}"
+            if not isinstance(error, DemoCrash):
+                fields["traceback"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            fields["stack"] = self.formatStack(record.stack_info)
+        return fields
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = self.fields(record)
+        if self._json:
+            return json.dumps(fields, ensure_ascii=False)
+        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in fields.items())
+
+
+def configure_logging(
+    level: str = "INFO", style: str = "logfmt", stream: TextIO | None = None
+) -> None:
+    """Send every log record at ``level`` or above to ``stream`` (stderr), one line each.
+
+    The demo is an application: it configures logging. The library never does.
+    """
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler.setFormatter(LogFormatter(style))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def _log(level: int, message: str, *args: object, kind: str) -> None:
+    try:
+        path = current_child().path
+    except RuntimeError:
+        path = ""
+    logger.log(level, message, *args, extra={"kind": kind, "path": path})
+
+
+# ------------------------------------------------------------------------- validation
+
+
+class BadInput(Exception):
+    """A request the demo refuses: the status and the message of its JSON answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BadInput(
+            413, f"request body too large: {declared} bytes, the limit is {MAX_BODY_BYTES}"
+        )
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise BadInput(
+                413, f"request body too large: more than the limit of {MAX_BODY_BYTES} bytes"
+            )
+    return bytes(body)
+
+
+def parse_note(body: bytes) -> str:
+    """The text of a ``POST /notes`` body.
+
+    Raises:
+      BadInput: 400 when the body is not JSON; 422 when it is not an object or its
+        ``text`` is missing, not a string, empty, too long or not storable.
+    """
+    if not body.strip():
+        raise BadInput(400, 'request body is empty; send JSON such as {"text": "hello"}')
+    try:
+        payload = json.loads(body)
+    except RecursionError:
+        raise BadInput(400, "request body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise BadInput(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise BadInput(
+            422,
+            f'request body must be a JSON object such as {{"text": "hello"}}'
+            f" (got a JSON {_json_type(payload)})",
+        )
+    if "text" not in payload:
+        raise BadInput(422, 'field "text" is missing; send {"text": "..."}')
+    text = payload["text"]
+    if not isinstance(text, str):
+        raise BadInput(422, f'field "text" must be a string (got a JSON {_json_type(text)})')
+    if not text:
+        raise BadInput(422, 'field "text" must not be empty')
+    if len(text) > MAX_NOTE_CHARS:
+        raise BadInput(
+            422,
+            f'field "text" is too long: {len(text)} characters, the limit is {MAX_NOTE_CHARS}',
+        )
+    if "\x00" in text:
+        raise BadInput(422, 'field "text" must not contain NUL characters (\\u0000)')
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(
+            422, 'field "text" holds a lone surrogate escape (such as \\ud800); send valid Unicode'
+        ) from None
+    return text
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def parse_note_id(raw: str) -> int:
+    """The id of ``GET /notes/{id}``.
+
+    Raises:
+      BadInput: 422 when ``raw`` is not a positive decimal integer; 404 when it is too
+        large to be any note's id.
+    """
+    if not _DIGITS.fullmatch(raw) or int(raw) == 0:
+        raise BadInput(422, f"note id must be a positive integer such as 1 (got {_short(raw)})")
+    note_id = int(raw)
+    if note_id > _MAX_ID:
+        raise BadInput(404, f"no note with id {_short(raw)}")
+    return note_id
+
+
+def parse_seconds(values: Sequence[str]) -> float:
+    """The ``seconds`` of ``GET /work?seconds=S``.
+
+    Raises:
+      BadInput: 422 when it is missing, repeated, not a finite number or out of range.
+    """
+    allowed = f"0 <= seconds <= {MAX_WORK_SECONDS:g}"
+    if not values:
+        example = "e.g. /work?seconds=2"
+        raise BadInput(422, f"query parameter seconds is missing; {example} ({allowed})")
+    if len(values) > 1:
+        raise BadInput(422, f"query parameter seconds is given {len(values)} times; give it once")
+    raw = values[0]
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise BadInput(
+            422, f"query parameter seconds must be a number (got {_short(raw)}); {allowed}"
+        ) from None
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_WORK_SECONDS:
+        raise BadInput(422, f"query parameter seconds must be {allowed} (got {_short(raw)})")
+    return seconds
+
+
+# ------------------------------------------------------------------------------ service
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _node(tree: SupervisorTree, info: ChildInfo) -> dict[str, Any]:
+    node: dict[str, Any] = {
+        "name": info.name,
+        "path": info.path,
+        "kind": info.kind,
+        "state": info.state.value,
+        "restarts": info.restarts,
+        "last_error": (
+            None
+            if info.last_error is None
+            else f"{type(info.last_error).__name__}: {info.last_error}"
+        ),
+    }
+    if info.kind == "supervisor":
+        try:
+            children = tree.children(info.path)
+        except SupervisionError:  # not started yet, or restarting: no children to show
+            children = []
+        node["children"] = [_node(tree, child) for child in children]
+    return node
+
+
+@final
+class DemoService:
+    """The demo's parts, wired together; ``spec()`` and ``hooks()`` are what ``serve()`` runs.
+
+    Args:
+      config: the settings.
+      db: the open database, with the ``notes`` table (see ``run_demo``).
+      out: where the ready line goes (stdout).
+
+    Attributes:
+      drain: the ``DrainDelay`` shared by readiness, HTTP and WebSocket.
+      metrics: the tree's Prometheus metrics, served at ``/metrics``.
+      websocket: the ``WebSocketServer`` at ``/ws``.
+      http: the ``HTTPServer`` of the app.
+      tree: the running tree; None until the startup child ran.
+    """
+
+    def __init__(self, config: DemoConfig, db: Database, out: TextIO) -> None:
+        self.config = config
+        self.db = db
+        self._out = out
+        self.drain = DrainDelay(config.drain_delay)
+        self.metrics = TreeMetrics()
+        self.websocket = WebSocketServer(
+            self._websocket_session,
+            host=config.host,
+            port=config.ws_port,
+            path=WS_PATH,
+            drain=self.drain,
+            notice=NOTICE,
+            greeting=HELLO,
+            close_timeout=WEBSOCKET_CLOSE_TIMEOUT,
+        )
+        self.http = HTTPServer(
+            health_app(self.app(), metrics=self.metrics, drain=self.drain),
+            host=config.host,
+            port=config.port,
+            drain=self.drain,
+            graceful_timeout=config.graceful_timeout,
+        )
+        self.tree: SupervisorTree | None = None
+        # The function that detaches the metrics; None until attached.
+        self._detach_metrics: Callable[[], None] | None = None
+
+    # -------------------------------------------------------------------------- the tree
+
+    def spec(self) -> SupervisorSpec:
+        """The demo's tree (see the module docstring)."""
+        flaky = SupervisorSpec(
+            "flaky",
+            [ChildSpec("worker", self._flaky_worker)],
+            # Generous: the worker crashes for show, its supervisor must not give up.
+            max_restarts=10,
+            max_seconds=30,
+            backoff=Backoff(initial=0.5, maximum=4.0, reset_after=10.0),
+        )
+        workers = SupervisorSpec("workers", [ChildSpec("notes-counter", self._count_notes), flaky])
+        return SupervisorSpec(
+            "demo",
+            [
+                ChildSpec("startup", self._startup, restart=Restart.TEMPORARY),
+                workers,
+                self.websocket.child_spec(),
+                self.http.child_spec(),
+            ],
+            max_restarts=5,
+            max_seconds=30,
+        )
+
+    def hooks(self) -> list[ShutdownHook]:
+        """The shutdown's hooks, besides the built-in ``"supervisor"`` (band DRAIN)."""
+        return [
+            self.drain.hook,
+            self.http.shutdown_hook(),
+            self.websocket.shutdown_hook(),
+            *self.db.shutdown_hooks(),
+        ]
+
+    def ready_line(self) -> str:
+        """``ready http=http://HOST:PORT ws=ws://HOST:PORT/ws`` with the bound ports."""
+        host = self.config.host
+        ws_host = f"[{host.strip('[]')}]" if ":" in host else host
+        return f"ready http={self.http.bound[0]} ws=ws://{ws_host}:{self.websocket.port}{WS_PATH}"
+
+    async def _startup(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # The first child: the metrics see every later child start. It reports started at
+        # once, so the others start, and prints the ready line once they all have.
+        tree = current_tree()
+        self.tree = tree
+        if self._detach_metrics is None:
+            self._detach_metrics = self.metrics.attach(tree)
+        task_status.started()
+        while tree.info("").state is ChildState.STARTING:
+            with trio.move_on_after(_STARTUP_POLL):
+                await tree.wait_changed()
+        if tree.info("").state is ChildState.RUNNING:
+            line = self.ready_line()
+            print(line, file=self._out, flush=True)
+            _log(logging.INFO, "%s", line, kind="READY")
+
+    async def _count_notes(self) -> None:
+        while True:
+            [(count,)] = await self.db.execute("SELECT count(*) FROM notes")
+            _log(logging.INFO, "%d note(s) stored", count, kind="NOTES_COUNT")
+            await trio.sleep(self.config.count_every)
+
+    async def _flaky_worker(self) -> None:
+        await trio.sleep(self.config.flaky_period)
+        raise DemoCrash(f"flaky crash #{current_child().restarts + 1} (on purpose)")
+
+    # ------------------------------------------------------------------------- WebSocket
+
+    async def _websocket_session(self, ws: WebSocketConnection) -> None:
+        # The server greets and says goodbye; clients may only ping.
+        while True:
+            message = await ws.get_message()
+            reply: dict[str, str] = {
+                "type": "error",
+                "message": 'this endpoint only sends notes; the one message it takes is {"type":'
+                ' "ping"}',
+            }
+            if isinstance(message, str):
+                try:
+                    payload = json.loads(message)
+                except (ValueError, RecursionError):
+                    payload = None
+                if isinstance(payload, dict) and payload.get("type") == "ping":
+                    reply = {"type": "pong"}
+            await ws.send_message(json.dumps(reply))
+
+    async def _broadcast_note(self, note_id: int) -> None:
+        await self.websocket.broadcast(json.dumps({"type": "note", "id": note_id}))
+
+    # ------------------------------------------------------------------------------ HTTP
+
+    def app(self) -> Starlette:
+        """The Starlette app of the notes API (``health_app`` adds the probes around it)."""
+        return Starlette(
+            routes=[
+                Route("/notes", self._post_note, methods=["POST"]),
+                Route("/notes/{note_id}", self._get_note, methods=["GET"]),
+                Route("/work", self._work, methods=["GET"]),
+                Route("/tree", self._tree, methods=["GET"]),
+            ],
+            exception_handlers={
+                BadInput: self._on_bad_input,
+                HTTPException: self._on_http_exception,
+                Exception: self._on_error,
+            },
+        )
+
+    async def _on_bad_input(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, BadInput)
+        return _error(exc.status, exc.message)
+
+    async def _on_http_exception(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            message = f"no such endpoint: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            allow = next(
+                (value for key, value in (exc.headers or {}).items() if key.lower() == "allow"),
+                "",
+            )
+            # Starlette joins a set: its order changes from run to run.
+            allowed = ", ".join(sorted(m.strip() for m in allow.split(",") if m.strip()))
+            message = f"method {request.method} not allowed on {request.url.path}; use {allowed}"
+        else:
+            message = str(exc.detail)
+        return _error(exc.status_code, message, exc.headers)
+
+    async def _on_error(self, request: Request, exc: Exception) -> Response:
+        # Starlette logs nothing itself and re-raises after answering: hypercorn logs it.
+        return _error(500, f"internal error ({type(exc).__name__}); see the service's log")
+
+    async def _post_note(self, request: Request) -> Response:
+        text = parse_note(await _read_body(request))
+        note_id = await self.db.insert("INSERT INTO notes (text) VALUES (?)", (text,))
+        # Committed: acknowledge, then tell the WebSocket clients (after the response, still
+        # within the request, so the HTTP drain waits for it).
+        return JSONResponse(
+            {"id": note_id},
+            status_code=201,
+            background=BackgroundTask(self._broadcast_note, note_id),
+        )
+
+    async def _get_note(self, request: Request) -> Response:
+        note_id = parse_note_id(request.path_params["note_id"])
+        rows = await self.db.execute("SELECT id, text FROM notes WHERE id = ?", (note_id,))
+        if not rows:
+            return _error(404, f"no note with id {note_id}")
+        found_id, text = rows[0]
+        return JSONResponse({"id": found_id, "text": text})
+
+    async def _work(self, request: Request) -> Response:
+        seconds = parse_seconds(request.query_params.getlist("seconds"))
+        await trio.sleep(seconds)
+        return JSONResponse({"slept": seconds})
+
+    async def _tree(self, request: Request) -> Response:
+        tree = current_tree()
+        health = tree.health()
+        return JSONResponse(
+            {
+                "tree": _node(tree, tree.info("")),
+                "health": {
+                    "status": health.status.value,
+                    "ready": health.ready,
+                    "live": health.live,
+                },
+                "shutting_down": tree.shutting_down,
+                "http_in_flight": self.http.in_flight,
+                "websocket_connections": len(self.websocket.connections),
+            }
+        )
+
+
+# ------------------------------------------------------------------------------ running
+
+
+async def _open_notes_database(target: str) -> Database:
+    """Open ``target`` and make the notes table (a migration).
+
+    Raises:
+      DemoStartError: it cannot be opened or set up.
+    """
+    try:
+        db = await open_database(target)
+    except (TypeError, ValueError, ImportError, DatabaseError) as exc:
+        raise DemoStartError(f"--db: {exc}") from exc
+    try:
+        await db.migrate([_NOTES_TABLE.format(auto_id=db.auto_id)])
+    except BaseException as exc:
+        with trio.CancelScope(shield=True):
+            await db.aclose()
+        if isinstance(exc, DatabaseError):
+            raise DemoStartError(
+                f"--db: cannot set up the notes table in {db.target}: {exc}"
+            ) from exc
+        raise
+    return db
+
+
+async def _open_unless_stopped(target: str) -> Database | None:
+    """``_open_notes_database``, given up (None) on SIGINT or SIGTERM.
+
+    The tree handles signals once it runs; before that the database is opened, which can
+    take long (a PostgreSQL server that does not answer), and Ctrl+C must stop that too.
+    """
+    opened: Database | None = None
+    failed: DemoStartError | None = None
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                async for signum in signals:
+                    _log(
+                        logging.WARNING,
+                        "received %s while opening the database: not starting",
+                        signal.Signals(signum).name,
+                        kind="SIGNAL",
+                    )
+                    nursery.cancel_scope.cancel(reason="signal while opening the database")
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            try:
+                opened = await _open_notes_database(target)
+            except DemoStartError as exc:
+                failed = exc  # raised as itself, not in the nursery's exception group
+            nursery.cancel_scope.cancel(reason="database opened")
+    if failed is not None:
+        raise failed
+    return opened
+
+
+async def run_demo(
+    config: DemoConfig, out: TextIO | None = None, *, _held: _HeldSignals | None = None
+) -> int:
+    """Open the database, serve the demo until SIGTERM or SIGINT, print the report.
+
+    A signal while the database opens stops the demo before it starts (exit code 0).
+    ``_held`` is ``run()``'s record of signals that came while no handler of the tree or of
+    this function was in place (the CLI passes it); ``serve()`` acts on them.
+
+    Returns:
+      The process exit code of ``trio_supervise.serve()``: 0 after a clean shutdown.
+
+    Raises:
+      DemoStartError: the database cannot be opened or its table made; the message says
+        why (from ``open_database`` or ``Database.migrate``).
+    """
+    out = sys.stdout if out is None else out
+    db = await _open_unless_stopped(config.db)
+    if db is None:
+        return 0
+    try:
+        service = DemoService(config, db, out)
+        code = await serve(
+            service.spec(),
+            hooks=service.hooks(),
+            shutdown_deadline=config.shutdown_deadline,
+            _held=_held,
+        )
+    finally:
+        # Closed by its shutdown hook already, unless the tree never ran it.
+        with trio.CancelScope(shield=True):
+            await db.aclose()
+    report = service.tree.shutdown_report if service.tree is not None else None
+    if report is not None:
+        print(report.format(), file=out, flush=True)
+    return code
