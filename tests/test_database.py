@@ -328,6 +328,10 @@ async def test_a_worker_that_will_not_stop_makes_the_database_unusable(
         ]
     finally:
         release.set()
+        # Closing while the released thread still steps its statement would crash sqlite3.
+        finished = db._stuck_worker_finished
+        if finished is not None:
+            await trio.to_thread.run_sync(finished.wait, FAIL_SAFE)
         await trio.to_thread.run_sync(db._connection.close)
 
 

@@ -403,6 +403,8 @@ class Database(abc.ABC):
         # Set when a cancelled call's worker would not stop within CANCEL_GRACE; the
         # connection is then in that thread's hands for good.
         self._stuck = False
+        # Set when the thread of a stuck call has let go of the connection at last.
+        self._stuck_worker_finished: threading.Event | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
@@ -715,6 +717,7 @@ class Database(abc.ABC):
                 stopped = await trio.to_thread.run_sync(self._stop_worker, finished)
             if not stopped:
                 self._stuck = True
+                self._stuck_worker_finished = finished
                 logger.error(
                     "%s: a cancelled call did not stop within %s seconds; the database"
                     " refuses further calls",
