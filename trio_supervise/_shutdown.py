@@ -267,6 +267,9 @@ class DrainDelay:
     the pod's ``terminationGracePeriodSeconds`` (default 30), after which the kubelet sends
     SIGKILL.
 
+    One ``DrainDelay`` serves one shutdown: once it has run, ``wait()`` returns at once. Its
+    hook must be among the tree's hooks, or ``wait()`` only returns at the deadline.
+
     Args:
       seconds: how long to keep serving; 5 is typical of kube-proxy and ingress updates.
       name: the hook's name in the report.
