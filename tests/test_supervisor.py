@@ -699,3 +699,17 @@ async def test_each_child_of_a_stop_gets_its_own_timeout(
         ("a", 4.0),
         ("b", 4.0 + b_needs),
     ]
+
+
+async def test_a_restarted_supervisor_reports_its_dynamic_children_removed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    inner = SupervisorSpec("inner", [ChildSpec("static", sleeper())], backoff=None)
+    async with supervisor_tree(fast([inner])) as tree:
+        await tree.start_child(ChildSpec("extra", sleeper()), under="inner")
+        recorder = EventRecorder(tree)
+        await tree.restart_child("inner")
+        assert [c.name for c in tree.children("inner")] == ["static"]
+    assert [(e.path, e.detail) for e in recorder.of(EventKind.REMOVED)] == [
+        ("inner/extra", "added by start_child; 'inner' restarted from its spec")
+    ]

@@ -388,6 +388,8 @@ class Supervisor:
 
     def _new_run(self, child: Child) -> Run:
         spec = child.spec
+        if isinstance(spec, SupervisorSpec) and child.run is not None:
+            self._forget_dynamic_children(child.run.nested, spec)
         run = Run(child, ChildContext(spec.name, child.path, child.restarts))
         child.run = run
         child.state = ChildState.STARTING
@@ -397,6 +399,21 @@ class Supervisor:
         if isinstance(spec, SupervisorSpec):
             run.nested = Supervisor(spec, child.path, self.shared)
         return run
+
+    def _forget_dynamic_children(self, old: Supervisor | None, spec: SupervisorSpec) -> None:
+        # A restarted supervisor starts from its spec, as in OTP: the children added to the
+        # old one by start_child are gone. Say so, or watchers keep them forever.
+        if old is None:
+            return
+        static = {child_spec.name for child_spec in spec.children}
+        for gone in old.children:
+            if gone.spec.name not in static:
+                self.shared.bus.emit(
+                    EventKind.REMOVED,
+                    gone.path,
+                    gone.restarts,
+                    detail=f"added by start_child; {old.path!r} restarted from its spec",
+                )
 
     def _announce(self, child: Child, run: Run, restarted: bool, now: float) -> None:
         """Record that ``run`` has started: state, event, health."""
