@@ -899,3 +899,32 @@ async def test_a_deadline_shorter_than_the_drain_delay_cuts_it_and_wait_returns(
         "drain-delay": ("cancelled", 3.0),
         "close": ("cancelled", 3.0),
     }
+
+
+async def _nothing() -> None:
+    await trio.lowlevel.checkpoint()
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("flush", r"^shutdown hook 'flush': the name is taken; give each hook its own name$"),
+        (
+            "supervisor",
+            r"^shutdown hook 'supervisor': the name is taken by the tree's own step;"
+            r" give each hook its own name$",
+        ),
+    ],
+)
+async def test_hook_names_are_unique(
+    autojump_clock: trio.testing.MockClock, name: str, message: str
+) -> None:
+    flush = ShutdownHook("flush", _nothing, priority=Band.FLUSH)
+    spec = SupervisorSpec("app", [])
+    hooks = [flush, ShutdownHook(name, _nothing, priority=0)]
+    with pytest.raises(SpecError, match=message):
+        async with supervisor_tree(spec, hooks=hooks):
+            pass  # pragma: no cover
+    async with supervisor_tree(spec, hooks=[flush]) as tree:
+        with pytest.raises(SpecError, match=message):
+            tree.add_shutdown_hook(name, _nothing, priority=0)

@@ -137,7 +137,10 @@ class Shutdown:
     """Runs the hooks once; can be triggered early and forced. Owned by the tree."""
 
     def __init__(self, hooks: Sequence[ShutdownHook], deadline: float, bus: EventBus) -> None:
-        self.hooks = list(hooks)
+        self.hooks: list[ShutdownHook] = []
+        for hook in hooks:
+            self._check_name(hook)
+            self.hooks.append(hook)
         self.deadline = deadline
         self._bus = bus
         # Set once the shutdown is decided; the tree's body is cancelled then.
@@ -153,7 +156,17 @@ class Shutdown:
             raise RuntimeError(
                 f"cannot add shutdown hook {hook.name!r}: the shutdown has already started"
             )
+        self._check_name(hook)
         self.hooks.append(hook)
+
+    def _check_name(self, hook: ShutdownHook) -> None:
+        # The report, the events and the metrics tell hooks apart by name.
+        if any(other.name == hook.name for other in self.hooks):
+            raise SpecError(
+                f"shutdown hook {hook.name!r}: the name is taken"
+                + (" by the tree's own step" if hook.name == "supervisor" else "")
+                + "; give each hook its own name"
+            )
 
     def trigger(self, reason: str) -> bool:
         """Decide the shutdown; return False if it had already been decided."""
