@@ -22,14 +22,16 @@ def log(
     path: str,
     kind: str,
     exc_info: BaseException | bool | None = None,
+    to: logging.Logger = logger,
 ) -> None:
-    """Log through the ``trio_supervise`` logger with ``path`` and ``kind`` as extra fields.
+    """Log through ``to`` (the ``trio_supervise`` logger or a child of it) with ``path`` and
+    ``kind`` as extra fields.
 
     With no handler anywhere (logging not configured) nothing is built: nobody would read
     it, and Python's last-resort handler would otherwise print our warnings to stderr.
     """
-    if logger.isEnabledFor(level) and logger.hasHandlers():
-        logger.log(level, message, *args, exc_info=exc_info, extra={"path": path, "kind": kind})
+    if to.isEnabledFor(level) and to.hasHandlers():
+        to.log(level, message, *args, exc_info=exc_info, extra={"path": path, "kind": kind})
 
 
 class EventKind(enum.Enum):

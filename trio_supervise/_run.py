@@ -16,7 +16,7 @@ from ._events import log
 from ._health import walk
 from ._shutdown import ShutdownHook
 from ._spec import SupervisorSpec
-from ._tree import SupervisorTree, supervisor_tree
+from ._tree import _RELOAD_SIGNAL, _STOP_SIGNALS, SupervisorTree, supervisor_tree
 
 #: Seconds past ``shutdown_deadline`` before ``run()`` gives up on tasks that refuse to stop.
 HARD_EXIT_GRACE = 5.0
@@ -24,9 +24,8 @@ HARD_EXIT_GRACE = 5.0
 HARD_EXIT_CODE = 137
 
 
-_SIGHUP: signal.Signals | None = getattr(signal, "SIGHUP", None)
 #: The signals ``run()`` keeps handled from start to end (see ``_HeldSignals``).
-_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, _SIGHUP) if s is not None)
+_SIGNALS = _STOP_SIGNALS + ((_RELOAD_SIGNAL,) if _RELOAD_SIGNAL is not None else ())
 
 
 def _hard_exit(tree: SupervisorTree) -> None:
@@ -69,7 +68,7 @@ async def serve(
             notify_systemd=True,
         ) as tree:
             try:
-                early = [s for s in (_held.received if _held else []) if s != _SIGHUP]
+                early = [s for s in (_held.received if _held else []) if s != _RELOAD_SIGNAL]
                 if early:  # it came before the tree's own handlers were in place
                     tree.shutdown(f"signal {early[0].name} during the start")
                 await trio.sleep_forever()

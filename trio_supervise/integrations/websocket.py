@@ -45,6 +45,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from .._context import current_child
 from .._errors import SpecError
+from .._events import log
 from .._shutdown import Band, DrainDelay, ShutdownHook
 from .._spec import ChildSpec, _check_async_function
 from .._tree import current_tree
@@ -69,13 +70,6 @@ _NORMAL: Final = 1000
 HANDSHAKE_TIMEOUT: Final = 10.0
 
 ConnectionHandler = Callable[[WebSocketConnection], Awaitable[object]]
-
-
-def _log(level: int, message: str, *args: object, path: str, kind: str) -> None:
-    # As the core's log(): no record is built when nobody listens, so that an application
-    # that never configured logging does not get our warnings on stderr by lastResort.
-    if logger.isEnabledFor(level) and logger.hasHandlers():
-        logger.log(level, message, *args, extra={"path": path, "kind": kind})
 
 
 def _is_peer_gone(exc: BaseException) -> bool:
@@ -172,7 +166,7 @@ class _ServerRun:
                 listeners = await trio.open_tcp_listeners(server._port, host=server._host)
                 try:
                     self.port = server._bound_port = listeners[0].socket.getsockname()[1]
-                    _log(
+                    log(
                         logging.INFO,
                         "WebSocket server listening on ws://%s:%d%s",
                         server._host,
@@ -180,6 +174,7 @@ class _ServerRun:
                         server._ws_path,
                         path=self._path,
                         kind="WEBSOCKET_LISTENING",
+                        to=logger,
                     )
                     # serve_listeners reports started once it accepts; it closes the
                     # listeners when it ends, and each accepted stream (forcefully) when
@@ -198,12 +193,13 @@ class _ServerRun:
         server = self._server
         deadline = trio.current_time() + server._close_timeout
         connections = list(self.registry.values())
-        _log(
+        log(
             logging.INFO,
             "WebSocket server stopping: closing %d connection(s) with 1001 going away",
             len(connections),
             path=self._path,
             kind="WEBSOCKET_STOPPING",
+            to=logger,
         )
         async with trio.open_nursery() as nursery:
             self.stopping, self.stop_deadline, self._goodbyes = True, deadline, nursery
@@ -221,7 +217,7 @@ class _ServerRun:
             if connection.aborted or not connection.closed.is_set()
         ]
         if aborted:
-            _log(
+            log(
                 logging.WARNING,
                 "%d WebSocket connection(s) did not finish the close handshake within %gs"
                 " (close_timeout) and were aborted: %s",
@@ -230,6 +226,7 @@ class _ServerRun:
                 ", ".join(connection.peer for connection in aborted),
                 path=self._path,
                 kind="WEBSOCKET_CLOSE_TIMEOUT",
+                to=logger,
             )
         self._scope.cancel(reason="WebSocket server stopped")
         await self._done.wait()
@@ -541,11 +538,12 @@ class WebSocketServer:
             if self._drain is not None:
                 await self._drain.wait()
             self._refusing = True
-            _log(
+            log(
                 logging.INFO,
                 "WebSocket server refuses new handshakes (503) from now on",
                 path=self._run._path if self._run is not None else "",
                 kind="WEBSOCKET_STOP_ACCEPTING",
+                to=logger,
             )
 
         return ShutdownHook(name, stop_accepting, priority=Band.STOP_ACCEPTING)
