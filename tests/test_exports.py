@@ -295,7 +295,7 @@ def test_shutdown_report_fields() -> None:
 
 
 def test_hook_result_fields() -> None:
-    assert field_names(trio_supervise.HookResult)[:5] == [
+    assert list(trio_supervise.HookResult._fields)[:5] == [
         "name",
         "priority",
         "status",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -685,3 +687,25 @@ async def test_a_terminated_child_is_stopped_when_its_event_arrives(
         tree.add_event_listener(lambda e: states.append((e.kind, tree.info("a").state)))
         await tree.terminate_child("a")
     assert states[0] == (EventKind.TERMINATED, ChildState.STOPPED)
+
+
+async def test_a_finished_tree_is_freed_by_reference_counting(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A reference cycle through the tree (its own shutdown step, a task's context) would
+    # leave every finished tree to the cyclic GC, whose pauses then land in later work.
+    async def flush() -> None:
+        await trio.sleep(1)
+
+    hooks = [ShutdownHook("flush", flush, priority=Band.FLUSH)]
+    gc.disable()
+    try:
+        async with supervisor_tree(app(), hooks=hooks) as tree:
+            await tree.restart_child("web")
+        assert tree.shutdown_report is not None
+        assert tree.shutdown_report.ok
+        freed = weakref.ref(tree)
+        del tree
+        assert freed() is None
+    finally:
+        gc.enable()

@@ -68,10 +68,11 @@ class EventKind(enum.Enum):
     RELOADED = "reloaded"
 
 
+# Keyed by the kind's name: a str hash is cached, an Enum member's hash is a Python call.
 _LEVELS = {
-    EventKind.CRASHED: logging.WARNING,
-    EventKind.STOP_TIMEOUT: logging.WARNING,
-    EventKind.INTENSITY_EXCEEDED: logging.ERROR,
+    EventKind.CRASHED.name: logging.WARNING,
+    EventKind.STOP_TIMEOUT.name: logging.WARNING,
+    EventKind.INTENSITY_EXCEEDED.name: logging.ERROR,
 }
 
 
@@ -105,6 +106,9 @@ class Event(NamedTuple):
         if self.error is not None:
             text += f" [{type(self.error).__name__}: {self.error}]"
         return text
+
+
+_new_tuple = tuple.__new__
 
 
 @final
@@ -179,14 +183,16 @@ class EventBus:
         """Record, stream and log an event; ``time`` defaults to now."""
         if time is None:
             time = trio.current_time()
-        event = Event(kind, path, time, restarts, error, detail)
+        # tuple.__new__ skips the named tuple's Python-level __new__: the tree emits an
+        # event per start, exit, restart and shutdown hook.
+        event = _new_tuple(Event, (kind, path, time, restarts, error, detail))
         self.history.append(event)
         if self.streams:
             for stream in self.streams:
                 stream._push(event)
         if self.listeners:
             self._call_listeners(event)
-        level = _LEVELS.get(kind, logging.INFO)
+        level = _LEVELS.get(kind._name_, logging.INFO)
         if logger.isEnabledFor(level):  # checked here too: the hot path skips the call
             log(
                 level,

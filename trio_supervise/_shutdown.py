@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Literal, final
+from typing import Literal, NamedTuple, final
 
 import attrs
 import trio
 
 from ._errors import SpecError
-from ._events import EventBus, EventKind, log, logger
+from ._events import EventBus, EventKind, _new_tuple, log, logger
 from ._spec import _check_async_function, _check_time
 
 
@@ -67,10 +68,8 @@ class ShutdownHook:
         return self.priority // 10
 
 
-@final
-@attrs.frozen
-class HookResult:
-    """How one hook ended.
+class HookResult(NamedTuple):
+    """How one hook ended (an immutable named tuple, made once per hook of a shutdown).
 
     ``duration`` is in seconds; ``error`` is set for ``"error"``; ``started`` is the
     ``trio.current_time()`` the hook started at (None for a skipped hook).
@@ -138,9 +137,11 @@ class Shutdown:
 
     def __init__(self, hooks: Sequence[ShutdownHook], deadline: float, bus: EventBus) -> None:
         self.hooks: list[ShutdownHook] = []
+        # Kept as hooks are added, so that the shutdown itself does no bookkeeping.
+        self._names: set[str] = set()
+        self._bands: dict[int, list[int]] = {}  # band -> indexes into self.hooks
         for hook in hooks:
-            self._check_name(hook)
-            self.hooks.append(hook)
+            self._append(hook)
         self.deadline = deadline
         self._bus = bus
         # Set once the shutdown is decided; the tree's body is cancelled then.
@@ -150,23 +151,26 @@ class Shutdown:
         # The shielded scope of the running shutdown; None before and after it runs.
         self._scope: trio.CancelScope | None = None
         self.report: ShutdownReport | None = None
+        self._deadline_at = math.inf
 
     def add(self, hook: ShutdownHook) -> None:
         if self.triggered.is_set():
             raise RuntimeError(
                 f"cannot add shutdown hook {hook.name!r}: the shutdown has already started"
             )
-        self._check_name(hook)
-        self.hooks.append(hook)
+        self._append(hook)
 
-    def _check_name(self, hook: ShutdownHook) -> None:
+    def _append(self, hook: ShutdownHook) -> None:
         # The report, the events and the metrics tell hooks apart by name.
-        if any(other.name == hook.name for other in self.hooks):
+        if hook.name in self._names:
             raise SpecError(
                 f"shutdown hook {hook.name!r}: the name is taken"
                 + (" by the tree's own step" if hook.name == "supervisor" else "")
                 + "; give each hook its own name"
             )
+        self._names.add(hook.name)
+        self._bands.setdefault(hook.band, []).append(len(self.hooks))
+        self.hooks.append(hook)
 
     def trigger(self, reason: str) -> bool:
         """Decide the shutdown; return False if it had already been decided."""
@@ -189,45 +193,48 @@ class Shutdown:
         bus = self._bus
         started = trio.current_time()
         bus.emit(EventKind.SHUTDOWN_STARTED, "", detail=self.reason)
-        results: dict[int, HookResult] = {}
-        bands: dict[int, list[int]] = {}
-        for index, hook in enumerate(self.hooks):
-            bands.setdefault(hook.band, []).append(index)
-        with trio.CancelScope(shield=True, deadline=started + self.deadline) as scope:
+        hooks = self.hooks
+        results: list[HookResult | None] = [None] * len(hooks)
+        self._deadline_at = started + self.deadline
+        with trio.CancelScope(shield=True, deadline=self._deadline_at) as scope:
             self._scope = scope
             if self.forced:
                 scope.cancel(reason="shutdown forced before it started")
-            for band in sorted(bands):
+            for band in sorted(self._bands):
                 if scope.cancel_called:  # the deadline or a force came while a hook shielded itself
                     break
                 async with trio.open_nursery() as nursery:
-                    for index in bands[band]:
-                        nursery.start_soon(self._run_hook, self.hooks[index], index, results)
+                    for index in self._bands[band]:
+                        nursery.start_soon(self._run_hook, hooks[index], index, results)
         self._scope = None
-        for index, hook in enumerate(self.hooks):
-            if index not in results:
-                results[index] = HookResult(hook.name, hook.priority, "skipped", 0.0)
+        # The hooks have run: drop them, with the servers and connections they close over
+        # (and the tree's own step, whose tree would otherwise be a reference cycle).
+        self.hooks = []
         report = ShutdownReport(
             reason=self.reason,
             started=started,
             duration=trio.current_time() - started,
             forced=self.forced,
-            hooks=[results[index] for index in range(len(self.hooks))],
+            hooks=[
+                result or HookResult(hook.name, hook.priority, "skipped", 0.0)
+                for hook, result in zip(hooks, results, strict=True)
+            ],
             deadline_exceeded=scope.cancel_called and not self.forced,
         )
         self.report = report
+        ok = report.ok
         bus.emit(
             EventKind.SHUTDOWN_FINISHED,
             "",
-            detail=f"{'ok' if report.ok else 'not ok'} in {report.duration:.3f}s",
+            detail=f"{'ok' if ok else 'not ok'} in {report.duration:.3f}s",
         )
-        level = logging.INFO if report.ok else logging.WARNING
+        level = logging.INFO if ok else logging.WARNING
         if logger.isEnabledFor(level):  # the table is only built for someone to read it
             log(level, "%s", report.format(), path="", kind="SHUTDOWN_REPORT")
         return report
 
     async def _run_hook(
-        self, hook: ShutdownHook, index: int, results: dict[int, HookResult]
+        self, hook: ShutdownHook, index: int, results: list[HookResult | None]
     ) -> None:
         start = trio.current_time()
         status: HookStatus = "ok"
@@ -242,9 +249,6 @@ class Shutdown:
                 # timeout finished late all the same.
                 if own.cancel_called:
                     status = "timed_out"
-            scope = self._scope
-            if status == "ok" and scope is not None and scope.cancel_called:
-                status = "cancelled"  # the deadline or a force cut in; it shielded itself
         except trio.Cancelled:
             status = "cancelled"
             raise
@@ -252,13 +256,16 @@ class Shutdown:
             status, error = "error", exc
         finally:
             end = trio.current_time()
-            results[index] = HookResult(hook.name, hook.priority, status, end - start, error, start)
+            # A hook that shielded itself finished, but the deadline or a force had cut in.
+            # (What the scope's cancel_called would say, without its own clock read.)
+            if status == "ok" and (self.forced or end >= self._deadline_at):
+                status = "cancelled"
+            took = end - start
+            results[index] = _new_tuple(
+                HookResult, (hook.name, hook.priority, status, took, error, start)
+            )
             self._bus.emit(
-                EventKind.HOOK_FINISHED,
-                hook.name,
-                error=error,
-                detail=f"{status} in {end - start:.3f}s",
-                time=end,
+                EventKind.HOOK_FINISHED, hook.name, 0, error, f"{status} in {took:.3f}s", end
             )
 
 

@@ -285,24 +285,29 @@ class Supervisor:
           RestartIntensityExceeded: too many restarts; every child was stopped first.
         """
         start_error: ChildStartError | None = None
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            for child in list(self.children):
-                if self._stop_requested:
-                    break
-                error = await self.start(child, restarted=False)
-                if error is not None and not self._stop_requested:
-                    start_error = ChildStartError(child.path, error)
-                    self._stop_kind, self._stop_reason = EventKind.EXITED, str(start_error)
-                    break
-            if start_error is None:
-                self.accepting = True
-                task_status.started()
-                await self._serve()
-            self.accepting = False
-            await self.stop_children(self.children, self._stop_kind, self._stop_reason)
-            self._inbox_send.close()
-            self._fail_calls()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for child in list(self.children):
+                    if self._stop_requested:
+                        break
+                    error = await self.start(child, restarted=False)
+                    if error is not None and not self._stop_requested:
+                        start_error = ChildStartError(child.path, error)
+                        self._stop_kind, self._stop_reason = EventKind.EXITED, str(start_error)
+                        break
+                if start_error is None:
+                    self.accepting = True
+                    task_status.started()
+                    await self._serve()
+                self.accepting = False
+                await self.stop_children(self.children, self._stop_kind, self._stop_reason)
+                self._inbox_send.close()
+                self._fail_calls()
+        finally:
+            # The nursery knows its task, whose context holds the tree: keeping it would
+            # make the finished tree a reference cycle, left to the cyclic GC.
+            self._nursery = None
         if start_error is not None:
             raise start_error
         if self.failure is not None:
