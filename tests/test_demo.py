@@ -26,9 +26,9 @@ import attrs
 import httpx
 import pytest
 import trio
-import trio_websocket
 from prometheus_client.parser import text_string_to_metric_families
-from trio_websocket import CloseReason, ConnectionClosed, ConnectionRejected, WebSocketConnection
+from trio_websocket import CloseReason, ConnectionClosed, ConnectionRejected
+from websocket_client import open_client
 
 from trio_supervise._demo import (
     MAX_BODY_BYTES,
@@ -153,24 +153,6 @@ def http_client(connections: int = 10) -> httpx.AsyncClient:
     return httpx.AsyncClient(trust_env=False, limits=limits, timeout=FAIL_SAFE)
 
 
-@asynccontextmanager
-async def open_ws(port: int, path: str = "/ws") -> AsyncIterator[WebSocketConnection]:
-    """A trio-websocket client that owns its TCP stream and closes it.
-
-    ``open_websocket()`` leaves its socket open after a close begun by the server (a
-    ResourceWarning), so the stream is opened here and wrapped with ``wrap_client_stream``.
-    """
-    stream = await trio.open_tcp_stream(HOST, port)
-    async with stream, trio.open_nursery() as nursery:
-        ws = await trio_websocket.wrap_client_stream(nursery, stream, f"{HOST}:{port}", path)
-        try:
-            yield ws
-        finally:
-            with trio.move_on_after(FAIL_SAFE, shield=True):
-                await ws.aclose()
-            nursery.cancel_scope.cancel()
-
-
 @attrs.define(eq=False)
 class WSClient:
     """What one WebSocket client read until its connection closed."""
@@ -182,7 +164,7 @@ class WSClient:
 
     async def run(self, port: int, task_status: trio.TaskStatus[None]) -> None:
         """Connect, report started once greeted, then read until the server closes."""
-        async with open_ws(port) as ws:
+        async with open_client(port) as ws:
             self.messages.append(await ws.get_message())
             task_status.started()
             try:
@@ -680,7 +662,7 @@ async def test_a_chunked_body_over_the_limit_gets_413(running_demo: Running) -> 
 
 async def test_notes_round_trip_and_reach_websocket_clients(running_demo: Running) -> None:
     base = running_demo.base
-    async with http_client() as client, open_ws(running_demo.ws_port) as ws:
+    async with http_client() as client, open_client(running_demo.ws_port) as ws:
         assert await ws.get_message() == HELLO
         text = "hello ünïcode 🎉 " + "y" * (MAX_NOTE_CHARS - 16)
         assert len(text) == MAX_NOTE_CHARS
@@ -702,7 +684,7 @@ async def test_notes_round_trip_and_reach_websocket_clients(running_demo: Runnin
 async def test_websocket_bad_messages_get_an_error_and_the_connection_stays(
     running_demo: Running,
 ) -> None:
-    async with open_ws(running_demo.ws_port) as ws:
+    async with open_client(running_demo.ws_port) as ws:
         assert await ws.get_message() == HELLO
 
         async def reply_to(message: str | bytes) -> dict[str, Any]:
@@ -725,7 +707,7 @@ async def test_websocket_bad_messages_get_an_error_and_the_connection_stays(
                 assert reply["message"].startswith("this endpoint only sends notes;")
             assert await reply_to('{"type": "ping"}') == {"type": "pong"}
     with pytest.RaisesGroup(ConnectionRejected) as caught:
-        async with open_ws(running_demo.ws_port, "/elsewhere"):
+        async with open_client(running_demo.ws_port, "/elsewhere"):
             pass
     rejected = caught.value.exceptions[0]
     assert isinstance(rejected, ConnectionRejected)

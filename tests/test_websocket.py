@@ -25,6 +25,7 @@ from trio_websocket import (
     WebSocketConnection,
     WebSocketRequest,
 )
+from websocket_client import open_client
 
 from trio_supervise import (
     Band,
@@ -59,26 +60,6 @@ def clock() -> trio.testing.MockClock:
 
 
 # ------------------------------------------------------------------------------- clients
-
-
-@asynccontextmanager
-async def open_client(port: int, path: str = "/ws") -> AsyncIterator[WebSocketConnection]:
-    """A trio-websocket client that owns its TCP stream and closes it.
-
-    ``open_websocket()`` leaves its socket open after a close begun by the server or a
-    refused handshake (a ResourceWarning when it is collected), so the stream is opened
-    here and wrapped with trio-websocket's ``wrap_client_stream``. A refused handshake
-    raises ``ExceptionGroup([ConnectionRejected])`` (from the reader task's nursery).
-    """
-    stream = await trio.open_tcp_stream(HOST, port)
-    async with stream, trio.open_nursery() as nursery:
-        ws = await trio_websocket.wrap_client_stream(nursery, stream, f"{HOST}:{port}", path)
-        try:
-            yield ws
-        finally:
-            with trio.move_on_after(FAIL_SAFE, shield=True):
-                await ws.aclose()
-            nursery.cancel_scope.cancel()
 
 
 @attrs.define
