@@ -231,6 +231,50 @@ async def test_in_flight_request_finishes_and_listeners_close_after_the_drain_de
     assert http_kinds(tree) == [EventKind.STARTED, EventKind.TERMINATED]
 
 
+async def test_a_request_reaching_the_app_once_the_listeners_close_gets_503_unrun() -> None:
+    # Hypercorn closes a new connection as idle when its shutdown trigger fires; a request
+    # that arrived on it at that moment can still be handed to the app, and its answer is
+    # then lost. The exact timing cannot be staged through a socket, so the request is
+    # handed to the server's ASGI entry (what hypercorn calls) once the trigger has fired.
+    app = SlowApp()
+    server = HTTPServer(app, port=0)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    sent: list[Message] = []
+    in_flight: list[int] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+        in_flight.append(server.in_flight)
+
+    async def late_request(recorder: EventRecorder) -> None:
+        await recorder.wait_for(EventKind.HOOK_FINISHED, "http: stop accepting")
+        scope = {"type": "http", "method": "GET", "path": "/slow", "headers": []}
+        await server._asgi(scope, receive, send)
+
+    with trio.fail_after(FAIL_SAFE):
+        async with (
+            trio.open_nursery() as nursery,
+            supervisor_tree(spec, hooks=[server.shutdown_hook()]) as tree,
+        ):
+            nursery.start_soon(late_request, EventRecorder(tree))
+            # Served as usual before the shutdown (the same entry, through a socket).
+            async with open_client() as client:
+                response = await client.get(server.bound[0] + "/fast")
+                assert (response.status_code, response.text) == (200, "fast")
+
+    assert not app.arrived.is_set()  # the app never saw it
+    start, body = sent
+    assert start["status"] == 503
+    assert dict(start["headers"])[b"connection"] == b"close"
+    assert json.loads(body["body"]) == {"error": "shutting down"}
+    assert in_flight == [0, 0]
+    assert tree.shutdown_report is not None
+    assert tree.shutdown_report.ok
+
+
 async def test_request_longer_than_the_deadline_is_cut_at_the_deadline() -> None:
     # Without graceful_timeout only the tree bounds the drain: at shutdown_deadline the
     # tree cancels serve(); the request is cancelled, its client sees the connection close

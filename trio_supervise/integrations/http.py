@@ -16,6 +16,10 @@ Shutdown:
      refused), closes idle keep-alive connections at once and lets every request in flight
      finish; a keep-alive connection is closed after its current response. The hook returns
      once the listening sockets are closed.
+     A request that reaches the app once the trigger has fired (a new connection's first
+     request, sent as the listeners closed) is answered 503 unrun: hypercorn may be
+     closing its connection as idle at the same moment, and a request the client never
+     heard back from must not have had an effect.
   2. ``DRAIN`` (the built-in ``"supervisor"`` hook stops the child): ``stop()`` fires the
      trigger if the hook did not, and waits until ``serve()`` has returned by itself: every
      request finished and the app's lifespan shutdown ran.
@@ -533,6 +537,15 @@ class HTTPServer:
     async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(self._app, scope, receive, send)
+            return
+        run = self._current
+        if scope["type"] == "http" and run is not None and run.trigger.is_set():
+            # The request reached the app after the listeners began to close. Hypercorn may
+            # be closing its connection as idle at this very moment (its graceful close
+            # races with a new connection's first request), and then the client never
+            # sees an answer: refuse it unrun, so that no unanswered request had an effect.
+            headers = [(b"connection", b"close")]
+            await _respond(send, 503, _json({"error": "shutting down"}), headers=headers)
             return
         self._in_flight += 1
         try:
