@@ -261,6 +261,8 @@ class Shutdown:
             if status == "ok" and (self.forced or end >= self._deadline_at):
                 status = "cancelled"
             took = end - start
+            # Built and emitted the cheap way (see EventBus.emit): this runs once per hook,
+            # and the shutdown benchmark's 100 hooks add up.
             results[index] = _new_tuple(
                 HookResult, (hook.name, hook.priority, status, took, error, start)
             )
