@@ -71,8 +71,9 @@ class ShutdownHook:
 class HookResult(NamedTuple):
     """How one hook ended (an immutable named tuple, made once per hook of a shutdown).
 
-    ``duration`` is in seconds; ``error`` is set for ``"error"``; ``started`` is the
-    ``trio.current_time()`` the hook started at (None for a skipped hook).
+    ``started`` is the ``trio.current_time()`` its band started the hook at (the hooks of
+    a band are started together; None for a skipped hook); ``duration`` is the seconds
+    from then until it ended; ``error`` is set for ``"error"``.
     """
 
     name: str
@@ -203,9 +204,13 @@ class Shutdown:
             for band in sorted(self._bands):
                 if scope.cancel_called:  # the deadline or a force came while a hook shielded itself
                     break
+                # One start time for the band's hooks: they are started together.
+                band_started = trio.current_time()
                 async with trio.open_nursery() as nursery:
                     for index in self._bands[band]:
-                        nursery.start_soon(self._run_hook, hooks[index], index, results)
+                        nursery.start_soon(
+                            self._run_hook, hooks[index], index, results, band_started
+                        )
         self._scope = None
         # The hooks have run: drop them, with the servers and connections they close over
         # (and the tree's own step, whose tree would otherwise be a reference cycle).
@@ -234,9 +239,8 @@ class Shutdown:
         return report
 
     async def _run_hook(
-        self, hook: ShutdownHook, index: int, results: list[HookResult | None]
+        self, hook: ShutdownHook, index: int, results: list[HookResult | None], start: float
     ) -> None:
-        start = trio.current_time()
         status: HookStatus = "ok"
         error: BaseException | None = None
         try:
