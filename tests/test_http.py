@@ -708,8 +708,13 @@ async def test_config_is_copied_and_its_graceful_timeout_and_logs_are_honoured(
     assert report.duration < 1.0
     assert vars(config) == {"graceful_timeout": 0.1}  # not changed
     # Hypercorn's error log goes to trio_supervise.http; no handler was installed for it.
-    messages = [r.getMessage() for r in caplog.records if r.name == "trio_supervise.http"]
+    records = [r for r in caplog.records if r.name == "trio_supervise.http"]
+    messages = [r.getMessage() for r in records]
     assert f"HTTP server listening on {url}" in messages
+    # Our own records carry the fields of trio_supervise's records.
+    ours = [(r.__dict__.get("kind"), r.__dict__.get("path")) for r in records]
+    assert ("HTTP_LISTENING", "http") in ours
+    assert ("HTTP_STOPPED_ACCEPTING", "http") in ours
     assert f"Running on {url} (CTRL + C to quit)" in messages
     assert logging.getLogger("hypercorn.error").handlers == []
     assert logging.getLogger("hypercorn.access").handlers == []

@@ -61,8 +61,9 @@ import attrs
 import trio
 import trio.lowlevel
 
-from .._context import ChildState
+from .._context import ChildState, current_child
 from .._errors import SpecError
+from .._events import log
 from .._shutdown import Band, DrainDelay, ShutdownHook
 from .._spec import ChildSpec, _check_time, _is_async_callable
 from .._tree import SupervisorTree, current_tree
@@ -115,11 +116,12 @@ class MetricsSource(Protocol):
     def exposition(self) -> tuple[bytes, str]: ...
 
 
-def _log(level: int, message: str, *args: object, exc_info: bool = False) -> None:
-    # As trio_supervise's own logging: without any handler, build nothing (Python's
-    # last-resort handler would print it to stderr).
-    if logger.isEnabledFor(level) and logger.hasHandlers():
-        logger.log(level, message, *args, exc_info=exc_info)
+def _child_path() -> str:
+    """The path of the supervised child this runs in; "" outside one."""
+    try:
+        return current_child().path
+    except RuntimeError:
+        return ""
 
 
 def _tree_or_none() -> SupervisorTree | None:
@@ -270,6 +272,8 @@ class _Run:
     sockets: list[socket.socket] = attrs.field(factory=list)
     # The base URLs it listens on; empty until hypercorn called task_status.started().
     urls: tuple[str, ...] = ()
+    # The path of the child that serves it, for the log records.
+    path: str = ""
 
     @property
     def listening(self) -> bool:
@@ -291,7 +295,14 @@ class _Started:
         run.urls = tuple(_url(scheme, sock) for sock in run.sockets)
         self._server._listened = run
         self._server._changed.unpark_all()
-        _log(logging.INFO, "HTTP server listening on %s", ", ".join(run.urls))
+        log(
+            logging.INFO,
+            "HTTP server listening on %s",
+            ", ".join(run.urls),
+            path=run.path,
+            kind="HTTP_LISTENING",
+            to=logger,
+        )
         self._status.started()
 
 
@@ -479,6 +490,7 @@ class HTTPServer:
         return config
 
     async def _serve(self, run: _Run, task_status: trio.TaskStatus[None]) -> None:
+        run.path = _child_path()
         try:
             if self._closed and self._closed_in is _tree_or_none():
                 # Restarted after the shutdown hook closed the listeners: stay closed.
@@ -530,8 +542,13 @@ class HTTPServer:
         while not run.done.is_set() and any(sock.fileno() != -1 for sock in run.sockets):
             ticks += 1
             await trio.sleep(0 if ticks <= _CLOSE_TICKS else _CLOSE_POLL)
-        _log(
-            logging.INFO, "HTTP server stopped accepting; %d request(s) in flight", self._in_flight
+        log(
+            logging.INFO,
+            "HTTP server stopped accepting; %d request(s) in flight",
+            self._in_flight,
+            path=run.path,
+            kind="HTTP_STOPPED_ACCEPTING",
+            to=logger,
         )
 
     async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -702,7 +719,14 @@ class _HealthApp:
         try:
             body, content_type = self._metrics.exposition()
         except Exception as exc:
-            _log(logging.ERROR, "metrics exposition failed", exc_info=True)
+            log(
+                logging.ERROR,
+                "metrics exposition failed",
+                path=_child_path(),
+                kind="METRICS_FAILED",
+                exc_info=exc,
+                to=logger,
+            )
             return 500, _json({"error": f"metrics exposition failed: {type(exc).__name__}"}), _JSON
         return 200, body, content_type
 
