@@ -252,7 +252,9 @@ async def test_a_request_reaching_the_app_once_the_listeners_close_gets_503_unru
     async def late_request(recorder: EventRecorder) -> None:
         await recorder.wait_for(EventKind.HOOK_FINISHED, "http: stop accepting")
         scope = {"type": "http", "method": "GET", "path": "/slow", "headers": []}
-        await server._asgi(scope, receive, send)
+        run = server._current
+        assert run is not None
+        await server._asgi(run, scope, receive, send)
 
     with trio.fail_after(FAIL_SAFE):
         async with (

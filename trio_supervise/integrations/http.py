@@ -48,6 +48,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import inspect
 import ipaddress
 import json
@@ -497,7 +498,9 @@ class HTTPServer:
                 task_status.started()
                 await run.stop_called.wait()
                 return
-            app = cast(ASGIFramework, self._asgi)  # hypercorn types scopes as TypedDicts
+            # Bound to this run: a request checks its own run's trigger, also while a
+            # restarted server's old run drains. (Cast: hypercorn types scopes as TypedDicts.)
+            app = cast(ASGIFramework, functools.partial(self._asgi, run))
             try:
                 await hypercorn.trio.serve(
                     app,
@@ -551,12 +554,11 @@ class HTTPServer:
             to=logger,
         )
 
-    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _asgi(self, run: _Run, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(self._app, scope, receive, send)
             return
-        run = self._current
-        if scope["type"] == "http" and run is not None and run.trigger.is_set():
+        if scope["type"] == "http" and run.trigger.is_set():
             # The request reached the app after the listeners began to close. Hypercorn may
             # be closing its connection as idle at this very moment (its graceful close
             # races with a new connection's first request), and then the client never
