@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
 import trio.testing
+from timed_hooks import Spans, timed
 
 from trio_supervise import (
     AutoShutdown,
@@ -50,20 +50,6 @@ async def nothing() -> None:
 
 def not_async() -> None:
     pass
-
-
-Spans = dict[str, tuple[float, float]]
-
-
-def timed(spans: Spans, name: str, seconds: float) -> Callable[[], Awaitable[None]]:
-    """A hook that takes ``seconds`` and records when it started and ended."""
-
-    async def hook() -> None:
-        start = trio.current_time()
-        await trio.sleep(seconds)
-        spans[name] = (start, trio.current_time())
-
-    return hook
 
 
 def simple() -> SupervisorSpec:

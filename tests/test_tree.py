@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 import trio.testing
+from timed_hooks import Spans, timed
 
 from trio_supervise import (
     Backoff,
@@ -492,20 +493,6 @@ async def test_add_event_listener_takes_a_callable(
 
 
 # ---------------------------------------------------------------------------- reload hooks
-
-
-Spans = dict[str, tuple[float, float]]
-
-
-def timed(spans: Spans, name: str, seconds: float) -> Callable[[], Awaitable[None]]:
-    """A hook that takes ``seconds`` and records when it started and ended."""
-
-    async def hook() -> None:
-        start = trio.current_time()
-        await trio.sleep(seconds)
-        spans[name] = (start, trio.current_time())
-
-    return hook
 
 
 async def nothing() -> None:
