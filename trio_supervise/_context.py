@@ -75,3 +75,9 @@ def current_child() -> ChildContext:
             "current_child() was called outside a supervised child; call it from a"
             " ChildSpec target (or a task that target spawned)"
         ) from None
+
+
+def current_child_path() -> str:
+    """The path of the supervised child whose task calls this; ``""`` outside one (for logs)."""
+    run = _current.get(None)
+    return "" if run is None else run.path

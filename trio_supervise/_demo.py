@@ -76,7 +76,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from trio_websocket import WebSocketConnection
 
-from ._context import ChildState, current_child
+from ._context import ChildState, current_child, current_child_path
 from ._errors import SupervisionError
 from ._run import _HeldSignals, serve
 from ._shutdown import DrainDelay, ShutdownHook
@@ -284,11 +284,7 @@ def configure_logging(
 
 
 def _log(level: int, message: str, *args: object, kind: str) -> None:
-    try:
-        path = current_child().path
-    except RuntimeError:
-        path = ""
-    logger.log(level, message, *args, extra={"kind": kind, "path": path})
+    logger.log(level, message, *args, extra={"kind": kind, "path": current_child_path()})
 
 
 # ------------------------------------------------------------------------- validation

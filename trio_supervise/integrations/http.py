@@ -62,7 +62,7 @@ import attrs
 import trio
 import trio.lowlevel
 
-from .._context import ChildState, current_child
+from .._context import ChildState, current_child_path
 from .._errors import SpecError
 from .._events import log
 from .._shutdown import Band, DrainDelay, ShutdownHook
@@ -115,14 +115,6 @@ class MetricsSource(Protocol):
     """
 
     def exposition(self) -> tuple[bytes, str]: ...
-
-
-def _child_path() -> str:
-    """The path of the supervised child this runs in; "" outside one."""
-    try:
-        return current_child().path
-    except RuntimeError:
-        return ""
 
 
 def _tree_or_none() -> SupervisorTree | None:
@@ -491,7 +483,7 @@ class HTTPServer:
         return config
 
     async def _serve(self, run: _Run, task_status: trio.TaskStatus[None]) -> None:
-        run.path = _child_path()
+        run.path = current_child_path()
         try:
             if self._closed and self._closed_in is _tree_or_none():
                 # Restarted after the shutdown hook closed the listeners: stay closed.
@@ -724,7 +716,7 @@ class _HealthApp:
             log(
                 logging.ERROR,
                 "metrics exposition failed",
-                path=_child_path(),
+                path=current_child_path(),
                 kind="METRICS_FAILED",
                 exc_info=exc,
                 to=logger,

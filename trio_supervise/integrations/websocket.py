@@ -43,7 +43,7 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from .._context import current_child
+from .._context import current_child_path
 from .._errors import SpecError
 from .._events import log
 from .._shutdown import Band, DrainDelay, ShutdownHook
@@ -157,7 +157,7 @@ class _ServerRun:
         task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         server = self._server
-        self._path = _child_path()
+        self._path = current_child_path()
         if not _tree_shutting_down():
             # A restart in the middle of a shutdown keeps refusing; a new tree starts afresh.
             server._refusing = False
@@ -362,13 +362,6 @@ def _describe(ws: WebSocketConnection) -> str:
     if isinstance(remote, trio_websocket.Endpoint):
         return f"{remote.address}:{remote.port}"
     return remote
-
-
-def _child_path() -> str:
-    try:
-        return current_child().path
-    except RuntimeError:
-        return ""
 
 
 def _tree_shutting_down() -> bool:
