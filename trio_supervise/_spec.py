@@ -426,6 +426,10 @@ class SupervisorSpec:
       shutdown_timeout: how long the parent waits for this supervisor to stop; ``None``
         (the default) waits without a limit, as its own children carry the limits.
       significant: whether this supervisor's exit counts for its parent's ``auto_shutdown``.
+      concurrent_stop: ``True`` for a pool of like children (OTP's ``simple_one_for_one``,
+        Elixir's ``DynamicSupervisor``): its children are asked to stop all at once and
+        waited for together, each still bounded by its own ``shutdown_timeout``. ``False``
+        (the default) stops them one at a time in reverse start order.
 
     Raises:
       SpecError: for empty or duplicate child names, ``max_restarts < 0``,
@@ -446,6 +450,7 @@ class SupervisorSpec:
     max_children: int | None = attrs.field(default=None, kw_only=True)
     shutdown_timeout: float | None = attrs.field(default=None, kw_only=True)
     significant: bool = attrs.field(default=False, kw_only=True)
+    concurrent_stop: bool = attrs.field(default=False, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         _check_name("SupervisorSpec", self.name)
@@ -469,6 +474,10 @@ class SupervisorSpec:
             raise SpecError(f"{owner}: backoff must be a Backoff or None (got {self.backoff!r})")
         _check_time(owner, "shutdown_timeout", self.shutdown_timeout, allow_none=True)
         _check_significant(owner, self.significant, self.restart)
+        if not isinstance(self.concurrent_stop, bool):
+            raise SpecError(
+                f"{owner}: concurrent_stop must be a bool (got {self.concurrent_stop!r})"
+            )
         if self.max_children is not None:
             if isinstance(self.max_children, bool) or not isinstance(self.max_children, int):
                 raise SpecError(
