@@ -43,6 +43,9 @@ class EventKind(enum.Enum):
     EXITED = "exited"
     #: A child raised, or failed its health checks; ``error`` is the exception.
     CRASHED = "crashed"
+    #: A child raised before it had started (before ``task_status.started()``); ``error``
+    #: is the exception. OTP's ``start_error``: not a crash of a running child.
+    START_FAILED = "start_failed"
     #: A restart was decided; ``detail`` gives the backoff delay.
     RESTART_SCHEDULED = "restart_scheduled"
     #: A restarted child has started again.
@@ -71,9 +74,14 @@ class EventKind(enum.Enum):
 # Keyed by the kind's name: a str hash is cached, an Enum member's hash is a Python call.
 _LEVELS = {
     EventKind.CRASHED.name: logging.WARNING,
+    EventKind.START_FAILED.name: logging.WARNING,
     EventKind.STOP_TIMEOUT.name: logging.WARNING,
     EventKind.INTENSITY_EXCEEDED.name: logging.ERROR,
 }
+
+
+# The kinds whose log record carries the error's traceback.
+_WITH_TRACEBACK = frozenset({EventKind.CRASHED.name, EventKind.START_FAILED.name})
 
 
 class Event(NamedTuple):
@@ -202,7 +210,9 @@ class EventBus:
                 f": {detail}" if detail else "",
                 path=path,
                 kind=kind.name,
-                exc_info=error if kind is EventKind.CRASHED else None,
+                exc_info=error
+                if kind is EventKind.CRASHED or kind is EventKind.START_FAILED
+                else None,
             )
         return event
 

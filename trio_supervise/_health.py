@@ -72,7 +72,7 @@ def child_health(child: Child, parent_down_on_purpose: bool = False) -> ChildHea
 
 def walk(supervisor: Supervisor) -> Iterator[Child]:
     """Every child below ``supervisor``, depth first, in start order."""
-    for child in supervisor.children:
+    for child in supervisor.children.values():
         yield child
         nested = child.nested
         if nested is not None:
@@ -85,7 +85,7 @@ def health_report(
     children: dict[str, ChildHealth] = {}
 
     def visit(supervisor: Supervisor, down_on_purpose: bool) -> None:
-        for child in supervisor.children:
+        for child in supervisor.children.values():
             health = child_health(child, down_on_purpose)
             children[child.path] = health
             nested = child.nested

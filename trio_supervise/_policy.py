@@ -6,11 +6,15 @@ checked against brute-force models; the runtime in ``_supervisor`` asks it and a
 
 from __future__ import annotations
 
+import enum
+import random
 from collections import deque
 from collections.abc import Sequence
-from typing import TypeVar, final
+from typing import Generic, TypeVar, final
 
-from ._spec import AutoShutdown, Restart, Strategy
+import attrs
+
+from ._spec import AutoShutdown, Backoff, Restart, Strategy
 
 T = TypeVar("T")
 
@@ -72,3 +76,74 @@ def auto_shutdown_due(mode: AutoShutdown, significant_gone: Sequence[bool]) -> b
     if mode is AutoShutdown.ANY_SIGNIFICANT:
         return any(significant_gone)
     return all(significant_gone)
+
+
+class ExitAction(enum.Enum):
+    """What a child's exit leads to (see ``decide_exit``)."""
+
+    #: Not restarted by its policy; its spec stays (health and auto_shutdown see it gone).
+    STAY_DOWN = "stay_down"
+    #: Not restarted, and its spec leaves the supervisor (a temporary child).
+    REMOVE = "remove"
+    #: The restart is over the intensity: the supervisor stops everything and fails.
+    GIVE_UP = "give_up"
+    #: Restart ``group`` (in start order) after ``delay`` seconds.
+    RESTART = "restart"
+
+
+@final
+@attrs.frozen
+class ExitDecision(Generic[T]):
+    """The verdict on one exit: the action, and for a restart its group, delay and attempt.
+
+    Attributes:
+      action: what to do.
+      group: for ``RESTART``, the children to stop (all but the one that exited) and start
+        again, in start order; empty otherwise.
+      delay: for ``RESTART``, the backoff delay in seconds (0 without backoff).
+      attempt: for ``RESTART``, the n of the backoff: this is the child's n-th consecutive
+        restart.
+    """
+
+    action: ExitAction
+    group: tuple[T, ...] = ()
+    delay: float = 0.0
+    attempt: int = 0
+
+
+def decide_exit(
+    *,
+    strategy: Strategy,
+    restart: Restart,
+    abnormal: bool,
+    failed: T,
+    siblings: Sequence[T],
+    window: RestartWindow,
+    now: float,
+    backoff: Backoff | None,
+    consecutive: int,
+    rng: random.Random,
+) -> ExitDecision[T]:
+    """Decide what the exit of ``failed`` leads to; counts a restart in ``window``.
+
+    Args:
+      strategy, restart: the supervisor's strategy and the child's restart type.
+      abnormal: whether it raised (or failed to start, or failed its health checks).
+      failed: the child that exited.
+      siblings: the supervisor's children that a group restart affects, in start order
+        (the running and restarting ones; ``failed`` among them).
+      window: the supervisor's intensity; a restart decided here is counted in it.
+      now: when the decision is made (the restart counts from then, before any delay).
+      backoff, consecutive: the supervisor's backoff and the child's consecutive restarts
+        so far (already reset by the caller when it ran ``reset_after`` seconds).
+      rng: the source of the backoff's jitter.
+    """
+    if not should_restart(restart, abnormal):
+        action = ExitAction.REMOVE if restart is Restart.TEMPORARY else ExitAction.STAY_DOWN
+        return ExitDecision(action)
+    if not window.allow(now):
+        return ExitDecision(ExitAction.GIVE_UP)
+    attempt = consecutive + 1
+    delay = backoff.delay(attempt, rng) if backoff is not None else 0.0
+    group = tuple(restart_group(strategy, siblings, failed))
+    return ExitDecision(ExitAction.RESTART, group, delay, attempt)

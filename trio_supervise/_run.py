@@ -11,6 +11,7 @@ from types import FrameType
 
 import trio
 
+from ._context import ChildState
 from ._errors import ChildStartError, RestartIntensityExceeded
 from ._events import log
 from ._health import walk
@@ -31,7 +32,7 @@ _SIGNALS = _STOP_SIGNALS + ((_RELOAD_SIGNAL,) if _RELOAD_SIGNAL is not None else
 def _hard_exit(tree: SupervisorTree) -> None:
     # Children past their shutdown_timeout first; else any child, at any depth, still up.
     unstopped = tree.unstopped() or [
-        child.path for child in walk(tree._root) if child.state.value != "stopped"
+        child.path for child in walk(tree._root) if child.state is not ChildState.STOPPED
     ]
     log(
         logging.CRITICAL,

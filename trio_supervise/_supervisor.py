@@ -1,17 +1,27 @@
-"""The supervisor runtime: one nursery per supervisor, one cancel scope per child run.
+"""The supervisor: one nursery per supervisor, and the only writer of its children's state.
 
-A supervisor is an actor in the OTP sense: a single task (``_serve``) owns all of its state
-and handles one message at a time: a child's exit, a failed health check, a stop request,
-or a call from the tree handle. That keeps restarts, group stops and API calls from racing
-each other without locks. The policy (what to restart, whether it is allowed, how long to
-wait) comes from ``_policy`` and the specs; this module only acts on it.
+A supervisor is an actor in the OTP sense. Its own task (``_serve``) handles one message at
+a time: a child's exit, a failed health check, a retry of a failed restart, a stop request,
+or a call from the tree handle (start, terminate, restart, delete a child). Restarts, group
+stops and calls therefore never race each other, and no lock is needed.
+
+Its children's state (``Child``) is written only by this module's ``Supervisor`` methods,
+and only in one of these places:
+
+* the supervisor's own task, handling a message;
+* the task of one of its runs reporting its exit (``run_exited``) while the supervisor
+  cannot be in the middle of anything: it is idle (waiting for a message, none queued: a
+  one-for-one restart without backoff is then applied in place, which saves a hop through
+  the queue and a new task), or it is waiting for exactly that exit (a stop it asked for).
+
+What to do on an exit is decided by ``_policy.decide_exit``, for both of those paths; how a
+run is started, stopped and probed is ``_runner``'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
-import logging
+import itertools
 import math
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -21,24 +31,34 @@ import attrs
 import outcome
 import trio
 
-from ._context import ChildContext, ChildState, _current
+from ._context import ChildContext, ChildState
 from ._errors import (
+    ChildNotFoundError,
     ChildStartError,
     HealthCheckFailed,
     RestartIntensityExceeded,
+    SpecError,
     SupervisionError,
 )
-from ._events import EventBus, EventKind, log
-from ._policy import RestartWindow, auto_shutdown_due, restart_group, should_restart
+from ._events import EventBus, EventKind
+from ._policy import ExitAction, ExitDecision, RestartWindow, auto_shutdown_due, decide_exit
+from ._runner import (
+    HealthFailure,
+    Run,
+    StartChain,
+    StopCause,
+    StopChain,
+    probe,
+    run_task,
+    stop_at_once,
+)
 from ._spec import (
+    AutoShutdown,
     ChildSpec,
-    HealthCheck,
     HealthStatus,
     Restart,
-    ServiceTarget,
     Strategy,
     SupervisorSpec,
-    check_service_class,
 )
 
 T = TypeVar("T")
@@ -63,51 +83,11 @@ class TreeShared:
 
 @final
 @attrs.define(eq=False)
-class Run:
-    """One run of a child: from one (re)start to its exit."""
-
-    child: Child
-    ctx: ChildContext
-    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    # True once the run has ended, however it ended.
-    exited: bool = False
-    # Made only when someone waits for the exit: most runs are never waited for.
-    _exit_event: trio.Event | None = None
-    # True once the target is running for the supervisor (after started() for task_status).
-    started: bool = False
-    # The exception the run ended with; a failed health check is set here before the stop.
-    error: BaseException | None = None
-    # Set when the supervisor decided to stop this run: its exit is then handled by the
-    # stopper, not reported to the supervisor's inbox.
-    stop_kind: EventKind | None = None
-    stop_reason: str = ""
-    stop_asked_at: float = 0.0
-    started_at: float = 0.0
-    # The service object of a ChildSpec.service child, once its factory returned.
-    service: Any = None
-    # The supervisor running inside this run, for a SupervisorSpec child.
-    nested: Supervisor | None = None
-    # The health probe's scope, cancelled when the run ends; None without a health check.
-    probe_scope: trio.CancelScope | None = None
-
-    def mark_exited(self) -> None:
-        self.exited = True
-        if self._exit_event is not None:
-            self._exit_event.set()
-
-    async def wait_exited(self) -> None:
-        if self.exited:
-            await trio.lowlevel.checkpoint()
-            return
-        if self._exit_event is None:
-            self._exit_event = trio.Event()
-        await self._exit_event.wait()
-
-
-@final
-@attrs.define(eq=False)
 class Child:
-    """A child slot of a supervisor: its spec and what it has been through."""
+    """A child slot of a supervisor: its spec and what it has been through.
+
+    Written only by its ``Supervisor`` (see the module docstring).
+    """
 
     spec: ChildSpec | SupervisorSpec
     path: str
@@ -128,8 +108,8 @@ class Child:
     removed: bool = False
     # The due time of the pending restart that includes this child, while it waits.
     restart_due: float | None = None
-    health: HealthStatus = HealthStatus.HEALTHY
-    health_failures: int = 0
+    # The health of the previous run until the new one has started (then it is reset).
+    stale_health: HealthStatus = HealthStatus.HEALTHY
 
     @property
     def state(self) -> ChildState:
@@ -147,7 +127,30 @@ class Child:
 
     @property
     def nested(self) -> Supervisor | None:
-        return self.run.nested if self.run is not None else None
+        nested = self.run.nested if self.run is not None else None
+        assert nested is None or isinstance(nested, Supervisor)
+        return nested
+
+    @property
+    def health(self) -> HealthStatus:
+        return self.run.health if self.run is not None else HealthStatus.HEALTHY
+
+    @property
+    def health_failures(self) -> int:
+        return self.run.health_failures if self.run is not None else 0
+
+    @property
+    def active(self) -> bool:
+        """Running, as OTP's ``count_children`` counts: not while restarting."""
+        state = self._state
+        if state is ChildState.RUNNING or state is ChildState.STOPPING:
+            return True
+        return state is ChildState.STARTING and self.run is not None and not self.run.after_exit
+
+
+def is_plain(spec: ChildSpec | SupervisorSpec) -> bool:
+    """A plain function target: started with ``start_soon``, no ``task_status``."""
+    return isinstance(spec, ChildSpec) and not spec.takes_task_status
 
 
 @final
@@ -155,16 +158,32 @@ class Child:
 class _Call:
     """A call from the tree handle, run by the supervisor's own task."""
 
-    fn: Callable[[], Awaitable[Any]]
+    fn: Callable[..., Awaitable[Any]]
+    args: tuple[Any, ...]
     done: trio.Event = attrs.field(factory=trio.Event)
     result: outcome.Outcome[Any] | None = None
 
 
 @final
 @attrs.define(eq=False)
-class _HealthFailure:
+class _Delete:
+    """``delete_child`` asked while the supervisor was busy: done when its turn comes."""
+
+    child: Child
+
+
+@final
+@attrs.define(eq=False)
+class _RetryRestart:
+    """A restart whose start failed: tried again as a message, as OTP's ``try_again_restart``.
+
+    ``rest`` are the children of its group that were not started yet; they start even if
+    the retry is dropped (the child was terminated or restarted by hand meanwhile).
+    """
+
+    child: Child
     run: Run
-    error: HealthCheckFailed
+    rest: list[Child]
 
 
 @final
@@ -179,101 +198,88 @@ class _Pending:
 _STOP: Final = object()
 
 
-@final
-class _Starter:
-    """The ``task_status`` handed to a target: records the start, then passes it on."""
-
-    __slots__ = ("_run", "_status")
-
-    def __init__(self, run: Run, status: trio.TaskStatus[None]) -> None:
-        self._run = run
-        self._status = status
-
-    def started(self, value: object = None) -> None:
-        if self._run.started:
-            raise RuntimeError(f"child {self._run.child.path!r} called task_status.started() twice")
-        self._run.started = True
-        self._status.started()
-
-
 class Supervisor:
     """The runtime of one supervisor. Made by its parent (or the tree), never by users."""
 
-    def __init__(
-        self,
-        spec: SupervisorSpec,
-        path: str,
-        shared: TreeShared,
-    ) -> None:
+    def __init__(self, spec: SupervisorSpec, path: str, shared: TreeShared) -> None:
         self.spec = spec
         self.path = path
         self.shared = shared
-        self.children: list[Child] = [
-            Child(child_spec, join_path(path, child_spec.name), shared.changed)
+        self.bus = shared.bus
+        # By name, in start order (a dict keeps insertion order and finds in O(1)).
+        self.children: dict[str, Child] = {
+            child_spec.name: Child(child_spec, join_path(path, child_spec.name), shared.changed)
             for child_spec in spec.children
-        ]
+        }
         self.window = RestartWindow(spec.max_restarts, spec.max_seconds)
         self._reset_after = spec.backoff.reset_after if spec.backoff is not None else math.inf
         self._inbox_send, self._inbox = trio.open_memory_channel[Any](math.inf)
         # True while the serve loop waits for a message and none has been posted since: the
-        # supervisor's state is then at rest, and an exiting run may apply the policy to
-        # itself synchronously, exactly as the loop would (see ``_restart_in_place``).
+        # state is then at rest, and an exit or a deletion may be applied synchronously,
+        # exactly as the loop would apply it next.
         self._idle = False
+        # Restarts in place apply to one-for-one supervisors without backoff only.
+        self._restarts_in_place = spec.strategy is Strategy.ONE_FOR_ONE and spec.backoff is None
         self._pending: list[_Pending] = []
-        self._nursery: trio.Nursery | None = None
-        # How the children are reported when the supervisor stops them all at its end.
-        self._stop_kind = EventKind.EXITED
+        # Open while the supervisor runs; its runs start their successors in it.
+        self.nursery: trio.Nursery | None = None
+        # How the children are stopped when the supervisor stops them all at its end.
+        self._stop_cause = StopCause.SUPERVISOR_EXIT
         self._stop_reason = ""
         self._stop_requested = False
-        # The run being started right now, so that a stop request can cut its start short.
+        # What is being started right now, so that a stop request can cut it short.
         self._starting: Run | None = None
-        # Significant children removed from the list (temporary ones that exited).
+        self._starting_chain: StartChain | None = None
+        # Significant children removed (temporary ones that exited), for auto_shutdown.
         self._significant_removed = 0
         # True between the end of the first start and the end of the serve loop.
         self.accepting = False
         self.failure: RestartIntensityExceeded | None = None
+        # The supervisor's own task, once it runs (for checks of who writes child state).
+        self.task: trio.lowlevel.Task | None = None
 
-    # ----------------------------------------------------------------- public to the tree
+    @property
+    def name(self) -> str:
+        return self.path or "(root)"
 
-    def find(self, name: str) -> Child | None:
-        for child in self.children:
-            if child.spec.name == name:
-                return child
-        return None
+    # ---------------------------------------------------------------- messages and calls
 
-    async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run ``fn`` in the supervisor's own task, between two messages, and return its result."""
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``fn(*args)`` in the supervisor's own task, between two messages."""
         if not self.accepting:
             raise SupervisionError(
-                f"supervisor {self.path or '(root)'!r} is not running, so it cannot take this"
-                " call; wait for it to start or restart"
+                f"supervisor {self.name!r} is not running, so it cannot take this call;"
+                " wait for it to start or restart"
             )
-        call = _Call(fn)
-        self._post(call)
+        call = _Call(fn, args)
+        self.post(call)
         await call.done.wait()
         assert call.result is not None
         return call.result.unwrap()  # type: ignore[no-any-return]
 
-    def request_stop(self, kind: EventKind, reason: str) -> None:
+    def post(self, message: object) -> None:
+        """Queue ``message`` for the supervisor's task (dropped once it has ended)."""
+        self._idle = False
+        with contextlib.suppress(trio.ClosedResourceError):
+            self._inbox_send.send_nowait(message)
+
+    def request_stop(self, cause: StopCause, reason: str) -> None:
         """Ask the supervisor to stop its children in reverse start order and exit cleanly."""
         if self._stop_requested:
             return
         self._stop_requested = True
-        self._stop_kind = kind
+        self._stop_cause = cause
         self._stop_reason = reason
         starting = self._starting
         if starting is not None:
-            starting.stop_kind, starting.stop_reason = kind, reason
+            starting.cause, starting.stop_reason = cause, reason
             if starting.nested is not None:
-                starting.nested.request_stop(kind, reason)
+                starting.nested.request_stop(cause, reason)
             else:
-                starting.scope.cancel(reason=f"{reason}: cut short while starting")
-        with contextlib.suppress(trio.ClosedResourceError):  # it has already exited
-            self._post(_STOP)
-
-    def _post(self, message: object) -> None:
-        self._idle = False
-        self._inbox_send.send_nowait(message)
+                starting.cancel(f"{reason}: cut short while starting")
+        if self._starting_chain is not None:
+            self._starting_chain.abort()
+        self.post(_STOP)
 
     # ----------------------------------------------------------------------- lifecycle
 
@@ -284,30 +290,34 @@ class Supervisor:
           ChildStartError: a child failed to start; the started ones were stopped.
           RestartIntensityExceeded: too many restarts; every child was stopped first.
         """
+        self.task = trio.lowlevel.current_task()
         start_error: ChildStartError | None = None
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                for child in list(self.children):
-                    if self._stop_requested:
-                        break
-                    error = await self.start(child, restarted=False)
-                    if error is not None and not self._stop_requested:
-                        start_error = ChildStartError(child.path, error)
-                        self._stop_kind, self._stop_reason = EventKind.EXITED, str(start_error)
-                        break
+                self.nursery = nursery
+                failure = await self._start_children(
+                    list(self.children.values()), restarted=False, after_exit=False
+                )
+                if failure is not None and not self._stop_requested:
+                    child, error, _ = failure
+                    start_error = ChildStartError(child.path, error)
+                    self._stop_cause = StopCause.SUPERVISOR_EXIT
+                    self._stop_reason = str(start_error)
                 if start_error is None:
                     self.accepting = True
                     task_status.started()
                     await self._serve()
                 self.accepting = False
-                await self.stop_children(self.children, self._stop_kind, self._stop_reason)
+                await self.stop_children(
+                    list(self.children.values()), self._stop_cause, self._stop_reason
+                )
                 self._inbox_send.close()
                 self._fail_calls()
         finally:
             # The nursery knows its task, whose context holds the tree: keeping it would
             # make the finished tree a reference cycle, left to the cyclic GC.
-            self._nursery = None
+            self.nursery = None
+            self.task = None
         if start_error is not None:
             raise start_error
         if self.failure is not None:
@@ -334,19 +344,16 @@ class Supervisor:
 
     async def _handle(self, message: object) -> None:
         if isinstance(message, Run):
-            # Not when a terminate_child came in between its exit and now: it stays stopped.
-            child = message.child
-            if child.run is message and message.stop_kind is None and not child.terminated:
-                await self._exited(message)
+            await self._exited(message)
         elif isinstance(message, _Call):
-            message.result = await outcome.acapture(message.fn)
+            message.result = await outcome.acapture(message.fn, *message.args)
             message.done.set()
-        elif isinstance(message, _HealthFailure):
-            run = message.run
-            if run.child.run is run and run.stop_kind is None and not run.exited:
-                run.error = message.error
-                await self._stop_one(run.child, EventKind.CRASHED, str(message.error))
-                await self._exited(run)
+        elif isinstance(message, _RetryRestart):
+            await self._retry_restart(message)
+        elif isinstance(message, HealthFailure):
+            await self._health_failed(message.run, message.error)
+        elif isinstance(message, _Delete):
+            self._delete(message.child)
         # _STOP needs no handling: the serve loop checks the flag it set.
 
     def _fail_calls(self) -> None:
@@ -358,44 +365,107 @@ class Supervisor:
             if isinstance(message, _Call):
                 message.result = outcome.Error(
                     SupervisionError(
-                        f"supervisor {self.path or '(root)'!r} stopped before it could take"
-                        " this call"
+                        f"supervisor {self.name!r} stopped before it could take this call"
                     )
                 )
                 message.done.set()
 
+    def _child_of(self, run: Run) -> Child | None:
+        """The child whose current run is ``run``; None once it has a newer one or left."""
+        child = self.children.get(run.spec.name)
+        return child if child is not None and child.run is run else None
+
     # -------------------------------------------------------------------------- starting
 
-    async def start(self, child: Child, *, restarted: bool) -> BaseException | None:
-        """Start one run of ``child``; return the error if it failed before it started."""
-        assert self._nursery is not None
-        run = self._new_run(child)
-        spec = child.spec
-        if isinstance(spec, SupervisorSpec) or spec.takes_task_status:
-            self._starting = run
-            try:
-                await self._nursery.start(self._run_child, run)
-            finally:
-                self._starting = None
-            if not run.started:
-                # It failed to start, or a stop request cut its start short (no error).
-                child.state = ChildState.STOPPED
-                if run.error is not None:
-                    child.last_error = run.error
-                return run.error
-            # It took its time to call started().
-            self._announce(child, run, restarted, trio.current_time())
-        else:
-            run.started = True
-            self._nursery.start_soon(self._run_child, run)
-            self._announce(child, run, restarted, run.started_at)
+    async def _start_children(
+        self, children: list[Child], *, restarted: bool, after_exit: bool
+    ) -> tuple[Child, BaseException, list[Child]] | None:
+        """Start ``children`` in order; stop at the first that fails to start.
+
+        Returns that child, its error and the children after it, or None. Runs of
+        consecutive plain children start as one ``StartChain``.
+        """
+        index, count = 0, len(children)
+        while index < count and not self._stop_requested:
+            child = children[index]
+            if is_plain(child.spec):
+                end = index + 1
+                while end < count and is_plain(children[end].spec):
+                    end += 1
+                await self._start_chain(children[index:end], restarted, after_exit)
+                index = end
+                continue
+            error = await self._start_one(child, restarted, after_exit)
+            if error is not None:
+                return child, error, children[index + 1 :]
+            index += 1
         return None
 
-    def _new_run(self, child: Child) -> Run:
+    async def _start_chain(self, children: list[Child], restarted: bool, after_exit: bool) -> None:
+        assert self.nursery is not None
+        runs = [self._new_run(child, after_exit) for child in children]
+        chain = StartChain()
+        for run, following in itertools.pairwise(runs):
+            run.start_chain, run.start_next = chain, following
+        last = runs[-1]
+        last.start_chain = chain
+        first = runs[0]
+        first.started = True
+        self._starting_chain = chain
+        self.nursery.start_soon(run_task, first)
+        try:
+            await chain.done.wait()
+        finally:
+            self._starting_chain = None
+        now = trio.current_time()
+        for child, run in zip(children, runs, strict=True):
+            if run.started:
+                self._announce(child, run, restarted, now)
+            else:  # a stop request cut the chain short before this one was spawned
+                run.mark_exited()
+                run.reported = True
+                child.state = ChildState.STOPPED
+
+    async def _start_one(
+        self, child: Child, restarted: bool, after_exit: bool
+    ) -> BaseException | None:
+        """Start a ``task_status`` target, service or supervisor; its error if it failed."""
+        assert self.nursery is not None
+        run = self._new_run(child, after_exit)
+        self._starting = run
+        try:
+            await self.nursery.start(run_task, run)
+        finally:
+            self._starting = None
+        if run.started:
+            # It took its time to call started().
+            self._announce(child, run, restarted, trio.current_time())
+            return None
+        # It failed to start, or a stop request cut its start short (no error).
+        run.reported = True
+        child.state = ChildState.RESTARTING if after_exit and run.error else ChildState.STOPPED
+        if run.error is not None:
+            child.last_error = run.error
+            self.bus.emit(
+                EventKind.START_FAILED,
+                child.path,
+                child.restarts,
+                run.error,
+                "failed to start",
+                run.exited_at,
+            )
+        elif run.cause is not None:
+            self.bus.emit(run.cause.event, child.path, child.restarts, detail=run.stop_reason)
+        return run.error
+
+    def _new_run(self, child: Child, after_exit: bool) -> Run:
         spec = child.spec
-        if isinstance(spec, SupervisorSpec) and child.run is not None:
-            self._forget_dynamic_children(child.run.nested, spec)
-        run = Run(child, ChildContext(spec.name, child.path, child.restarts))
+        previous = child.run
+        if previous is not None:
+            child.stale_health = previous.health
+            if isinstance(spec, SupervisorSpec):
+                self._forget_dynamic_children(previous, spec)
+        run = Run(self, spec, ChildContext(spec.name, child.path, child.restarts), after_exit)
         child.run = run
         child.state = ChildState.STARTING
         child.restart_due = None
@@ -405,15 +475,16 @@ class Supervisor:
             run.nested = Supervisor(spec, child.path, self.shared)
         return run
 
-    def _forget_dynamic_children(self, old: Supervisor | None, spec: SupervisorSpec) -> None:
+    def _forget_dynamic_children(self, previous: Run, spec: SupervisorSpec) -> None:
         # A restarted supervisor starts from its spec, as in OTP: the children added to the
         # old one by start_child are gone. Say so, or watchers keep them forever.
-        if old is None:
+        old = previous.nested
+        if not isinstance(old, Supervisor):
             return
         static = {child_spec.name for child_spec in spec.children}
-        for gone in old.children:
+        for gone in old.children.values():
             if gone.spec.name not in static:
-                self.shared.bus.emit(
+                self.bus.emit(
                     EventKind.REMOVED,
                     gone.path,
                     gone.restarts,
@@ -422,8 +493,8 @@ class Supervisor:
 
     def _announce(self, child: Child, run: Run, restarted: bool, now: float) -> None:
         """Record that ``run`` has started: state, event, health."""
-        assert self._nursery is not None
-        bus = self.shared.bus
+        assert self.nursery is not None
+        bus = self.bus
         if not run.exited:
             child.state = ChildState.RUNNING
         child.started_at = run.started_at
@@ -433,493 +504,396 @@ class Supervisor:
             child.restarts,
             time=now,
         )
-        if child.health is not HealthStatus.HEALTHY:
+        if child.stale_health is not HealthStatus.HEALTHY:
             # A fresh run starts healthy; say so, or watchers keep the old status.
             bus.emit(
                 EventKind.HEALTH_CHANGED,
                 child.path,
                 child.restarts,
-                detail=f"{child.health.value} -> healthy: restarted",
+                detail=f"{child.stale_health.value} -> healthy: restarted",
                 time=now,
             )
-            child.health = HealthStatus.HEALTHY
-        child.health_failures = 0
+            child.stale_health = HealthStatus.HEALTHY
         health = child.spec.health if isinstance(child.spec, ChildSpec) else None
-        if health is not None:
+        if health is not None and not run.exited:
             run.probe_scope = trio.CancelScope()
-            self._nursery.start_soon(self._probe, run, health)
-
-    async def _run_child(
-        self, run: Run, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """The task of a child's runs. It never raises what the child raised: it reports it.
-
-        A plain target restarted in place (see ``_restart_in_place``) runs again in this
-        same task, each run in its own cancel scope.
-        """
-        child = run.child
-        spec = child.spec
-        restarted = False
-        while True:
-            _current.set(run.ctx)
-            try:
-                with run.scope:
-                    try:
-                        if restarted:
-                            # Let other tasks run between two runs of a crash loop.
-                            await trio.lowlevel.checkpoint()
-                        if run.nested is not None:
-                            await run.nested.run(task_status=_Starter(run, task_status))
-                        else:
-                            assert isinstance(spec, ChildSpec)
-                            if isinstance(spec.target, ServiceTarget):
-                                await self._run_service(run, spec, task_status)
-                            elif spec.takes_task_status:
-                                await spec.target(
-                                    *spec.args, task_status=_Starter(run, task_status)
-                                )
-                            else:
-                                await spec.target(*spec.args)
-                        if not run.started:
-                            raise RuntimeError(
-                                f"child {child.path!r} returned without calling"
-                                " task_status.started()"
-                            )
-                    except trio.Cancelled:
-                        raise
-                    except Exception as exc:
-                        run.error = exc
-                    except BaseExceptionGroup as group:
-                        # A nursery inside the child failed while being cancelled: keep the
-                        # child's own errors. Cancellation is level-triggered, so an outer
-                        # cancel still reaches the supervisor at its next checkpoint.
-                        _, rest = group.split(trio.Cancelled)
-                        if rest is None or rest.split(Exception)[1] is not None:
-                            raise
-                        run.error = group
-            finally:
-                run.mark_exited()
-                if run.probe_scope is not None:
-                    run.probe_scope.cancel()
-                if self.shared.unstopped:
-                    self.shared.unstopped.pop(child.path, None)
-            self._report_exit(run)
-            if not run.started:
-                task_status.started()
-                return
-            if run.stop_kind is not None:
-                return
-            if self._idle:
-                next_run = self._restart_in_place(run)
-                if next_run is not None:
-                    run, restarted = next_run, True
-                    continue
-            self._post(run)
-            return
-
-    def _restart_in_place(self, run: Run) -> Run | None:
-        """Apply the policy to an exited run from its own task; return the next run.
-
-        Only when the supervisor is idle (so its state is at rest and this is what its loop
-        would do next), for a one-for-one restart of a plain target with no backoff: that
-        needs no stop and no wait, so it is all synchronous. Saves the hop through the
-        inbox and a new task per restart. Returns None when the loop must decide.
-        """
-        child = run.child
-        spec = child.spec
-        if (
-            self.spec.strategy is not Strategy.ONE_FOR_ONE
-            or self.spec.backoff is not None
-            or child.run is not run
-            or self._stop_requested
-            or self.failure is not None
-            or not isinstance(spec, ChildSpec)
-            or spec.takes_task_status
-            or isinstance(spec.target, ServiceTarget)
-            or not should_restart(spec.restart, run.error is not None)
-        ):
-            return None
-        child.state = ChildState.STOPPED
-        if run.error is not None:
-            child.last_error = run.error
-        now = trio.current_time()
-        if not self.window.allow(now):
-            self._give_up(child, run.error)
-            self._post(_STOP)  # wake the loop: it ends on the failure
-            return None
-        self._schedule_restart(child, [child], run.error, 0.0, now)
-        next_run = self._new_run(child)
-        next_run.started = True
-        self._announce(child, next_run, True, next_run.started_at)
-        return next_run
-
-    async def _run_service(
-        self, run: Run, spec: ChildSpec, task_status: trio.TaskStatus[None]
-    ) -> None:
-        assert isinstance(spec.target, ServiceTarget)
-        service = spec.target.factory()
-        run_method = getattr(service, "run", None)
-        if not inspect.isclass(spec.target.factory):
-            check_service_class(f"ChildSpec {spec.name!r}", type(service))
-        run.service = service
-        assert run_method is not None
-        if "task_status" in inspect.signature(run_method).parameters:
-            await run_method(task_status=_Starter(run, task_status))
-        else:
-            _Starter(run, task_status).started()
-            await run_method()
-
-    def _report_exit(self, run: Run) -> None:
-        child = run.child
-        bus = self.shared.bus
-        if run.stop_kind is not None and child.run is run:
-            # Stopped on purpose: it is STOPPED by the time its event is out.
-            child.state = ChildState.STOPPED
-        if run.error is not None:
-            detail = "failed to start" if not run.started else run.stop_reason
-            bus.emit(EventKind.CRASHED, child.path, child.restarts, run.error, detail)
-        elif run.stop_kind is EventKind.TERMINATED:
-            bus.emit(EventKind.TERMINATED, child.path, child.restarts, detail=run.stop_reason)
-        elif run.stop_kind is not None:
-            bus.emit(EventKind.EXITED, child.path, child.restarts, detail=run.stop_reason)
-        else:
-            bus.emit(EventKind.EXITED, child.path, child.restarts, detail="returned")
+            self.nursery.start_soon(probe, run, health, child.restarts)
 
     # --------------------------------------------------------------------------- exits
 
-    async def _exited(self, run: Run) -> None:
-        """Apply the policy to a run that ended by itself (or failed its health checks)."""
-        child = run.child
-        abnormal = run.error is not None
-        child.state = ChildState.STOPPED
-        if abnormal:
-            child.last_error = run.error
-        policy = child.spec.restart
-        if not should_restart(policy, abnormal):
-            self._not_restarted(child)
-            return
-        now = trio.current_time()
-        if run.started and now - run.started_at >= self._reset_after:
-            child.consecutive = 0
-        await self._restart(child, run.error, now)
+    def run_exited(self, run: Run) -> Run | None:
+        """Take the exit of one of this supervisor's runs, in the run's own task.
 
-    def _not_restarted(self, child: Child) -> None:
-        if child.spec.restart is Restart.TEMPORARY:
-            self.remove(child, "temporary child exited")
+        A stop the supervisor asked for is recorded at once (it waits for exactly that). A
+        run that exited by itself is queued for the supervisor's task, unless the supervisor
+        is idle and the exit is a one-for-one restart without backoff of a plain target:
+        then it is restarted in place, and the next run is returned to run in this task.
+        """
+        if run.cause is not None:
+            self._record_stopped(run)
+            chain = run.stop_chain
+            if chain is not None:
+                chain.exited(run)
+            return None
+        if self._idle and self._restarts_in_place and is_plain(run.spec):
+            child = self._child_of(run)
+            if child is not None and not self._stop_requested and self.failure is None:
+                return self._restart_in_place(child, run)
+        self.post(run)
+        return None
+
+    def _restart_in_place(self, child: Child, run: Run) -> Run | None:
+        self._record_exit(child, run)
+        now = trio.current_time()
+        decision = self._decide(child, run.error, now, ran_from=run.started_at)
+        if decision.action is not ExitAction.RESTART:
+            self._stay_down(child, decision, run.error)
+            return None
+        self._schedule_restart(child, [child], run.error, decision, now)
+        following = self._new_run(child, after_exit=True)
+        following.started = True
+        self._announce(child, following, True, following.started_at)
+        return following
+
+    def _record_exit(self, child: Child, run: Run) -> None:
+        """Record the exit of a run that ended by itself: state and event."""
+        run.reported = True
+        child.state = ChildState.STOPPED
+        if run.error is not None:
+            child.last_error = run.error
+            self.bus.emit(
+                EventKind.CRASHED, child.path, child.restarts, run.error, "", run.exited_at
+            )
+        else:
+            self.bus.emit(
+                EventKind.EXITED, child.path, child.restarts, detail="returned", time=run.exited_at
+            )
+
+    def _record_stopped(self, run: Run) -> None:
+        """Record the exit of a run the supervisor stopped: state and event."""
+        if run.reported:
+            return
+        run.reported = True
+        path = run.path
+        unstopped = self.shared.unstopped
+        if unstopped and unstopped.get(path) is run:
+            del unstopped[path]
+        child = self._child_of(run)
+        restarts = run.ctx.restarts
+        if child is not None:
+            restarts = child.restarts
+            if run.cause is not StopCause.RESTART:
+                child.state = ChildState.STOPPED
+            if run.error is not None:
+                child.last_error = run.error
+        cause = run.cause
+        assert cause is not None
+        if run.error is not None:
+            self.bus.emit(EventKind.CRASHED, path, restarts, run.error, run.stop_reason)
+        else:
+            self.bus.emit(cause.event, path, restarts, detail=run.stop_reason)
+
+    async def _exited(self, run: Run) -> None:
+        """Apply the policy to a run that ended by itself (a message from its task)."""
+        child = self._child_of(run)
+        if child is None or run.reported or run.cause is not None:
+            return  # superseded: stopped, restarted or removed since
+        self._record_exit(child, run)
+        if child.terminated:
+            return  # a terminate_child came in between: it stays stopped
+        now = trio.current_time()
+        await self._apply(
+            child, run.error, self._decide(child, run.error, now, run.started_at), now
+        )
+
+    async def _health_failed(self, run: Run, error: HealthCheckFailed) -> None:
+        child = self._child_of(run)
+        if child is None or run.cause is not None or run.exited:
+            return
+        run.error = error
+        await self.stop_children([child], StopCause.HEALTH, str(error))
+        now = trio.current_time()
+        await self._apply(child, error, self._decide(child, error, now, run.started_at), now)
+
+    def _decide(
+        self, child: Child, error: BaseException | None, now: float, ran_from: float | None
+    ) -> ExitDecision[Child]:
+        if ran_from is not None and now - ran_from >= self._reset_after:
+            child.consecutive = 0
+        strategy = self.spec.strategy
+        if strategy is Strategy.ONE_FOR_ONE:
+            siblings: list[Child] = [child]
+        else:
+            # Stopped children (terminated on purpose, or gone by their policy) stay down.
+            siblings = [
+                c for c in self.children.values() if c is child or c.state is not ChildState.STOPPED
+            ]
+        return decide_exit(
+            strategy=strategy,
+            restart=child.spec.restart,
+            abnormal=error is not None,
+            failed=child,
+            siblings=siblings,
+            window=self.window,
+            now=now,
+            backoff=self.spec.backoff,
+            consecutive=child.consecutive,
+            rng=self.shared.rng,
+        )
+
+    async def _apply(
+        self, child: Child, error: BaseException | None, decision: ExitDecision[Child], now: float
+    ) -> None:
+        if decision.action is not ExitAction.RESTART:
+            self._stay_down(child, decision, error)
+            return
+        group = list(decision.group)
+        if len(group) > 1:
+            group = await self._stop_group(child, group)
+        self._schedule_restart(child, group, error, decision, now)
+        if decision.delay > 0:
+            due = now + decision.delay
+            for member in group:
+                member.restart_due = due
+            self._pending.append(_Pending(due, group))
+            return
+        await self._start_group(group)
+
+    def _stay_down(
+        self, child: Child, decision: ExitDecision[Child], error: BaseException | None
+    ) -> None:
+        if decision.action is ExitAction.GIVE_UP:
+            self._give_up(child, error)
+            return
+        if decision.action is ExitAction.REMOVE:
+            self._remove(child, "temporary child exited")
         else:
             child.gone = True
-        if child.spec.significant:
-            significant = [c.gone for c in self.children if c.spec.significant]
-            significant += [True] * self._significant_removed
-            if auto_shutdown_due(self.spec.auto_shutdown, significant):
-                self.request_stop(
-                    EventKind.EXITED, f"auto_shutdown: significant child {child.path!r} exited"
-                )
+        self._check_auto_shutdown(child)
 
-    def forget_pending(self, child: Child) -> None:
-        """Take ``child`` out of any pending restart (it is being stopped or started by hand)."""
-        child.restart_due = None
-        for pending in self._pending:
-            if child in pending.group:
-                pending.group.remove(child)
-        self._pending = [p for p in self._pending if p.group]
-
-    def remove(self, child: Child, why: str) -> None:
-        self.children.remove(child)
-        child.removed = True
-        if child.spec.significant:
-            self._significant_removed += 1
-        self.shared.bus.emit(EventKind.REMOVED, child.path, child.restarts, detail=why)
-
-    async def _restart(self, failed: Child, error: BaseException | None, now: float) -> None:
-        """Restart ``failed`` and its strategy group, within the intensity, after backoff.
-
-        ``now`` is when the restart is decided: it counts in the intensity from then.
-        """
-        while True:
-            if not self.window.allow(now):
-                self._give_up(failed, error)
-                return
-            if self.spec.strategy is Strategy.ONE_FOR_ONE:
-                group = [failed]  # it has exited already: nothing to stop
-            else:
-                group = await self._stop_group(failed)
-            backoff = self.spec.backoff
-            delay = backoff.delay(failed.consecutive + 1, self.shared.rng) if backoff else 0.0
-            self._schedule_restart(failed, group, error, delay, now)
-            if delay > 0:
-                due = now + delay
-                for child in group:
-                    child.restart_due = due
-                self._pending.append(_Pending(due, group))
-                return
-            next_failure = await self._start_group(group)
-            if next_failure is None:
-                return
-            failed, error = next_failure
-            now = trio.current_time()
+    def _check_auto_shutdown(self, child: Child) -> None:
+        if not child.spec.significant or self.spec.auto_shutdown is AutoShutdown.NEVER:
+            return
+        significant = [c.gone for c in self.children.values() if c.spec.significant]
+        significant += [True] * self._significant_removed
+        if auto_shutdown_due(self.spec.auto_shutdown, significant):
+            self.request_stop(
+                StopCause.SUPERVISOR_EXIT,
+                f"auto_shutdown: significant child {child.path!r} exited",
+            )
 
     def _give_up(self, failed: Child, error: BaseException | None) -> None:
         failure = RestartIntensityExceeded(self.path, self.spec.max_restarts, self.spec.max_seconds)
         failure.__cause__ = error
         self.failure = failure
-        self._stop_kind = EventKind.EXITED
+        self._stop_cause = StopCause.SUPERVISOR_EXIT
         self._stop_reason = f"supervisor gave up after {failed.path!r} exited"
-        self.shared.bus.emit(EventKind.INTENSITY_EXCEEDED, self.path, 0, failure, str(failure))
+        self.bus.emit(EventKind.INTENSITY_EXCEEDED, self.path, 0, failure, str(failure))
+        self.post(_STOP)  # wake the loop if this was decided in place: it ends on the failure
 
     def _schedule_restart(
         self,
         failed: Child,
         group: list[Child],
         error: BaseException | None,
-        delay: float,
+        decision: ExitDecision[Child],
         now: float,
     ) -> None:
-        failed.consecutive += 1
-        for child in group:
-            child.state = ChildState.RESTARTING
-            child.restarts += 1
-        detail = f"in {delay:.3f}s" if delay else "in 0.000s"
+        failed.consecutive = decision.attempt
+        for member in group:
+            member.state = ChildState.RESTARTING
+            member.restarts += 1
+        detail = f"in {decision.delay:.3f}s"
         if len(group) > 1:
             detail += f" with {', '.join(c.path for c in group if c is not failed)}"
-        self.shared.bus.emit(
-            EventKind.RESTART_SCHEDULED, failed.path, failed.restarts, error, detail, now
-        )
+        self.bus.emit(EventKind.RESTART_SCHEDULED, failed.path, failed.restarts, error, detail, now)
 
-    async def _stop_group(self, failed: Child) -> list[Child]:
+    async def _stop_group(self, failed: Child, group: list[Child]) -> list[Child]:
         """Stop the strategy group of ``failed`` (reverse order); return who is to restart."""
-        # Stopped children (terminated on purpose, or gone by their policy) stay stopped.
-        live = [c for c in self.children if c is failed or c.state is not ChildState.STOPPED]
-        group = restart_group(self.spec.strategy, live, failed)
         reason = f"{self.spec.strategy.value} restart after {failed.path!r} exited"
-        for child in group:
-            self.forget_pending(child)
-        await self.stop_children(group, EventKind.EXITED, reason)
-        for child in list(group):
-            if child is not failed and child.spec.restart is Restart.TEMPORARY:
-                self.remove(child, f"temporary child stopped by {reason}")
-                group.remove(child)
-        return group
+        for member in group:
+            self.forget_pending(member)
+        await self.stop_children(group, StopCause.RESTART, reason)
+        restarting: list[Child] = []
+        for member in group:
+            if member is not failed and member.spec.restart is Restart.TEMPORARY:
+                self._remove(member, f"temporary child stopped by {reason}")
+            else:
+                restarting.append(member)
+        return restarting
 
-    async def _start_group(self, group: list[Child]) -> tuple[Child, BaseException] | None:
-        for child in group:
-            if child.state is not ChildState.RESTARTING or child.removed:
-                continue  # terminated, restarted by hand or removed while it waited
-            error = await self.start(child, restarted=True)
-            if error is not None:
-                if not should_restart(child.spec.restart, abnormal=True):
-                    self._not_restarted(child)
-                    continue
-                return child, error
-        return None
+    async def _start_group(self, group: list[Child]) -> None:
+        """Start a restart's group in order; a start that fails is retried as a message."""
+        todo = [c for c in group if c.state is ChildState.RESTARTING and not c.removed]
+        while todo:
+            failure = await self._start_children(todo, restarted=True, after_exit=True)
+            if failure is None:
+                return
+            child, _error, todo = failure
+            if child.spec.restart is Restart.TEMPORARY:
+                self._remove(child, "temporary child failed to restart")
+                self._check_auto_shutdown(child)
+                continue
+            assert child.run is not None
+            self.post(_RetryRestart(child, child.run, todo))
+            return
+
+    async def _retry_restart(self, retry: _RetryRestart) -> None:
+        child = retry.child
+        if child.run is retry.run and not child.removed and child.state is ChildState.RESTARTING:
+            now = trio.current_time()
+            error = retry.run.error
+            await self._apply(child, error, self._decide(child, error, now, None), now)
+        else:  # terminated, restarted by hand or removed since: the rest still starts
+            await self._start_group(retry.rest)
 
     async def _start_due(self) -> None:
         now = trio.current_time()
         due = [p for p in self._pending if p.due <= now]
         self._pending = [p for p in self._pending if p.due > now]
         for pending in due:
-            failure = await self._start_group(pending.group)
-            if failure is not None:
-                await self._restart(*failure, trio.current_time())
+            await self._start_group(pending.group)
             if self.failure is not None or self._stop_requested:
                 return
 
+    def forget_pending(self, child: Child) -> None:
+        """Take ``child`` out of any pending restart (it is being stopped or started by hand)."""
+        if child.restart_due is None:
+            return
+        child.restart_due = None
+        for pending in self._pending:
+            if child in pending.group:
+                pending.group.remove(child)
+        self._pending = [p for p in self._pending if p.group]
+
+    def _remove(self, child: Child, why: str) -> None:
+        if child.removed:
+            return
+        del self.children[child.spec.name]
+        child.removed = True
+        if child.spec.significant:
+            self._significant_removed += 1
+        self.bus.emit(EventKind.REMOVED, child.path, child.restarts, detail=why)
+
     # -------------------------------------------------------------------------- stopping
 
-    async def stop_children(self, children: Iterable[Child], kind: EventKind, reason: str) -> None:
-        """Stop ``children`` one at a time in reverse order, then wait for the stragglers."""
-        todo = list(children)
-        stragglers: list[Run] = []
-        while todo:
-            # One timer scope for the whole loop rather than one per child: a scope per
-            # child doubled the cost of a stop. Its deadline only moves earlier (moving it is
-            # not free either): when it fires for an earlier child's deadline, the wait for
-            # the current one goes on below until its own. A service's stop() must not be cut
-            # short by another child's deadline, so for services it is set exactly.
-            stopping: Run | None = None
-            deadline = math.inf
-            with trio.CancelScope() as timer:
-                while todo:
-                    child = todo.pop()
-                    if child.restart_due is not None:
-                        self.forget_pending(child)
-                        child.state = ChildState.STOPPED
-                    stopping = child.run
-                    if stopping is None or stopping.exited:
-                        continue
-                    limit = self._begin_stop(child, stopping, kind, reason)
-                    deadline = _stop_deadline(stopping, limit)
-                    if deadline < timer.deadline or stopping.service is not None:
-                        timer.deadline = deadline
-                    await self._ask_and_wait(child, stopping, limit)
-                    if child.state is not ChildState.STOPPED:
-                        child.state = ChildState.STOPPED
-            if stopping is not None and not stopping.exited:
-                with trio.move_on_at(deadline):
-                    await stopping.wait_exited()
-                if stopping.exited:
-                    stopping.child.state = ChildState.STOPPED
-                else:
-                    self._overran(stopping.child, stopping, reason)
-                    stragglers.append(stopping)
-        for run in stragglers:
-            await run.wait_exited()
-            run.child.state = ChildState.STOPPED
-
-    async def _stop_one(self, child: Child, kind: EventKind, reason: str) -> None:
-        """Stop the current run of ``child`` as §4 says, and wait for it past its timeout.
-
-        Ask first (``stop_requested``, ``stop()``, or a nested supervisor's stop request),
-        cancel a plain function at once, and emit ``STOP_TIMEOUT`` if it is still running
-        ``shutdown_timeout`` seconds after it was asked.
+    async def stop_children(self, children: Iterable[Child], cause: StopCause, reason: str) -> None:
+        """Stop ``children`` (given in start order): in reverse order, or all at once for a
+        ``concurrent_stop`` supervisor; then wait for the stragglers.
         """
-        run = child.run
-        assert run is not None
-        if run.exited:
-            child.state = ChildState.STOPPED
-            return
-        timeout = self._begin_stop(child, run, kind, reason)
-        with trio.move_on_at(_stop_deadline(run, timeout)):
-            await self._ask_and_wait(child, run, timeout)
-        if not run.exited:
-            self._overran(child, run, reason)
-            await run.wait_exited()
-        child.state = ChildState.STOPPED
+        stopping = list(children)
+        runs: list[Run] = []
+        for child in reversed(stopping):
+            if child.restart_due is not None:
+                self.forget_pending(child)
+            run = child.run
+            if run is None or run.exited:
+                if run is not None and not run.reported and run.cause is None:
+                    self._record_exit(child, run)  # it ended by itself meanwhile
+                continue
+            run.cause, run.stop_reason = cause, reason
+            runs.append(run)
+        if runs:
+            if self.spec.concurrent_stop and len(runs) > 1:
+                await stop_at_once(runs, self._begin_stop, self._overran)
+            else:
+                await StopChain(runs, self._begin_stop, self._overran).run()
+        if cause is not StopCause.RESTART:
+            for child in stopping:
+                if child.state is not ChildState.STOPPED:
+                    child.state = ChildState.STOPPED
 
-    def _begin_stop(self, child: Child, run: Run, kind: EventKind, reason: str) -> float | None:
-        run.stop_kind = kind
-        run.stop_reason = reason
+    def _begin_stop(self, run: Run) -> float | None:
+        """Mark ``run`` as asked to stop now; return its ``shutdown_timeout``."""
         run.stop_asked_at = trio.current_time()
-        child.state = ChildState.STOPPING
-        return child.spec.shutdown_timeout
+        child = self._child_of(run)
+        if child is not None:
+            restarting = run.cause is StopCause.RESTART
+            child.state = ChildState.RESTARTING if restarting else ChildState.STOPPING
+        return run.spec.shutdown_timeout
 
-    async def _ask_and_wait(self, child: Child, run: Run, limit: float | None) -> None:
-        """Ask ``run`` to stop (or cancel it for a ``limit`` of 0) and wait until it has exited."""
-        reason = run.stop_reason
-        if limit == 0:  # brutal kill: no asking, and no timeout to overrun
-            run.scope.cancel(reason=f"trio_supervise stopped {child.path!r}: {reason}")
-            await run.wait_exited()
-            return
-        run.ctx._request_stop()
-        if run.nested is not None:
-            assert run.stop_kind is not None
-            run.nested.request_stop(run.stop_kind, reason)
-        elif run.service is not None:
-            await self._ask_service(child, run)
-        else:
-            run.scope.cancel(reason=f"trio_supervise stopped {child.path!r}: {reason}")
-        await run.wait_exited()
-
-    def _overran(self, child: Child, run: Run, reason: str) -> None:
-        timeout = child.spec.shutdown_timeout
+    def _overran(self, run: Run) -> None:
+        timeout = run.spec.shutdown_timeout
         assert timeout is not None
-        self.shared.unstopped[child.path] = run
-        self.shared.bus.emit(
+        self.shared.unstopped[run.path] = run
+        self.bus.emit(
             EventKind.STOP_TIMEOUT,
-            child.path,
-            child.restarts,
-            detail=f"still running {timeout:g}s after it was asked to stop ({reason})",
+            run.path,
+            run.ctx.restarts,
+            detail=f"still running {timeout:g}s after it was asked to stop ({run.stop_reason})",
         )
-        run.scope.cancel(
-            reason=f"trio_supervise stopped {child.path!r}: {reason}"
-            f" (shutdown_timeout {timeout:g}s passed)"
-        )
+        run.cancel(f"{run.stop_reason} (shutdown_timeout {timeout:g}s passed)")
 
-    async def _ask_service(self, child: Child, run: Run) -> None:
-        stop = getattr(run.service, "stop", None)
-        if stop is None:
-            run.scope.cancel(reason=f"trio_supervise stopped {child.path!r}: it has no stop()")
-            return
-        # stop() runs in the supervisor's task; let current_child() answer for the service.
-        token = _current.set(run.ctx)
-        try:
-            await stop()
-        except Exception:
-            log(
-                logging.WARNING,
-                "stop() of %s raised; cancelling it",
-                child.path,
-                path=child.path,
-                kind="STOP_ERROR",
-                exc_info=True,
+    # ------------------------------------------------------- the tree handle's requests
+
+    def _check_new_child(self, spec: ChildSpec | SupervisorSpec) -> None:
+        where = f"supervisor {self.name!r}"
+        if spec.name in self.children:
+            raise SupervisionError(
+                f"{where} already has a child named {spec.name!r}; pick another name or"
+                " delete_child() the old one first"
             )
-            run.scope.cancel(reason=f"trio_supervise stopped {child.path!r}: its stop() raised")
-        finally:
-            _current.reset(token)
+        limit = self.spec.max_children
+        if limit is not None and len(self.children) >= limit:
+            raise SupervisionError(
+                f"{where} already holds max_children={limit} children; cannot start {spec.name!r}"
+            )
+        if spec.significant and self.spec.auto_shutdown is AutoShutdown.NEVER:
+            raise SpecError(
+                f"ChildSpec {spec.name!r} is significant but {where} has auto_shutdown"
+                " NEVER; drop significant or start it under another supervisor"
+            )
 
-    # ---------------------------------------------------------------------------- health
+    def _current(self, child: Child) -> Child:
+        """``child`` if it is still one of this supervisor's, else ``ChildNotFoundError``."""
+        if self.children.get(child.spec.name) is not child:
+            raise ChildNotFoundError(child.path, self.path, list(self.children))
+        return child
 
-    async def _probe(self, run: Run, health: HealthCheck) -> None:
-        assert run.probe_scope is not None
-        _current.set(run.ctx)
-        child = run.child
-        check = health.check
-        if check is None:
-            check = getattr(run.service, "check_health", None)
-            if check is None:
-                log(
-                    logging.WARNING,
-                    "%s has a HealthCheck without check and its service has no"
-                    " check_health(); not probing it",
-                    child.path,
-                    path=child.path,
-                    kind="HEALTH_CHANGED",
-                )
-                return
-        failures = 0
-        with run.probe_scope:
-            while True:
-                await trio.sleep(health.interval)
-                status, problem, cause = await _probe_once(check, health.timeout)
-                if status is not child.health:
-                    old, child.health = child.health, status
-                    self.shared.bus.emit(
-                        EventKind.HEALTH_CHANGED,
-                        child.path,
-                        child.restarts,
-                        detail=f"{old.value} -> {status.value}"
-                        + (f": {problem}" if problem else ""),
-                    )
-                if status is HealthStatus.UNHEALTHY:
-                    failures += 1
-                else:
-                    failures = 0
-                child.health_failures = failures
-                if failures >= health.threshold:
-                    error = HealthCheckFailed(
-                        f"{child.path!r} failed {failures} health probes in a row; last: {problem}"
-                    )
-                    error.__cause__ = cause
-                    self._post(_HealthFailure(run, error))
-                    return
+    async def start_child(self, spec: ChildSpec | SupervisorSpec) -> Child:
+        """Add ``spec`` and start it; ``ChildStartError`` (spec not kept) if it fails."""
+        self._check_new_child(spec)
+        child = Child(spec, join_path(self.path, spec.name), self.shared.changed)
+        self.children[spec.name] = child
+        failure = await self._start_children([child], restarted=False, after_exit=False)
+        if failure is not None:
+            del self.children[spec.name]
+            raise ChildStartError(child.path, failure[1])
+        return child
 
+    async def terminate_child(self, child: Child) -> None:
+        """Stop ``child`` and keep its spec (a temporary child's spec is removed)."""
+        self._current(child)
+        child.terminated = True
+        await self.stop_children([child], StopCause.TERMINATE, "terminate_child")
+        if child.spec.restart is Restart.TEMPORARY:
+            self._remove(child, "temporary child terminated")
 
-def _stop_deadline(run: Run, timeout: float | None) -> float:
-    # None waits without a limit; 0 cancels at once and has nothing to overrun.
-    return math.inf if not timeout else run.stop_asked_at + timeout
+    async def restart_child(self, child: Child) -> Child:
+        """Stop ``child`` if running (or drop its pending restart) and start it now."""
+        self._current(child)
+        await self.stop_children([child], StopCause.RESTART, "restart_child")
+        child.terminated = False
+        child.consecutive = 0
+        child.restarts += 1
+        failure = await self._start_children([child], restarted=True, after_exit=False)
+        if failure is not None:
+            raise ChildStartError(child.path, failure[1])
+        return child
 
+    def delete_child(self, child: Child) -> None:
+        """Remove the spec of the stopped ``child``: now if idle, else when its turn comes.
 
-async def _probe_once(
-    check: Callable[[], Awaitable[bool | HealthStatus]], seconds: float
-) -> tuple[HealthStatus, str, BaseException | None]:
-    """Run one probe: its status, a description of a failure, and the exception if any."""
-    result: object = None
-    with trio.move_on_after(seconds) as scope:
-        try:
-            result = await check()
-        except Exception as exc:
-            return HealthStatus.UNHEALTHY, f"probe raised {type(exc).__name__}: {exc}", exc
-    if scope.cancelled_caught:
-        return HealthStatus.UNHEALTHY, f"probe timed out after {seconds:g}s", None
-    if result is True:
-        return HealthStatus.HEALTHY, "", None
-    if result is False:
-        return HealthStatus.UNHEALTHY, "probe returned False", None
-    if isinstance(result, HealthStatus):
-        problem = "" if result is HealthStatus.HEALTHY else f"probe returned {result.value}"
-        return result, problem, None
-    return (
-        HealthStatus.UNHEALTHY,
-        f"probe returned {result!r}; it must return a bool or a HealthStatus",
-        None,
-    )
+        While the supervisor is in the middle of something (a group restart, a stop), the
+        deletion waits in its queue behind it, so it never races that work.
+        """
+        if self._idle:
+            self._delete(child)
+        else:
+            self.post(_Delete(child))
+
+    def _delete(self, child: Child) -> None:
+        if self.children.get(child.spec.name) is not child:
+            return  # removed meanwhile (a temporary child stopped by a group restart)
+        if child.state is ChildState.STOPPED:
+            self._remove(child, "delete_child")

@@ -24,9 +24,10 @@ from ._errors import (
 )
 from ._events import Event, EventBus, EventKind, EventStream, log
 from ._health import HealthReport, health_report, walk
+from ._runner import StopCause
 from ._shutdown import Band, Shutdown, ShutdownHook, ShutdownReport
-from ._spec import AutoShutdown, ChildSpec, Restart, SupervisorSpec, _check_async_function
-from ._supervisor import Child, Supervisor, TreeShared, join_path
+from ._spec import ChildSpec, SupervisorSpec, _check_async_function
+from ._supervisor import Child, Supervisor, TreeShared
 from ._systemd import SystemdNotifier, TreeNotifications
 
 #: How many events ``tree.history`` keeps by default.
@@ -177,7 +178,7 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
                 self._trigger("root supervisor exited")
 
     async def _stop_root(self) -> None:
-        self._root.request_stop(EventKind.TERMINATED, f"shutdown ({self._shutdown.reason})")
+        self._root.request_stop(StopCause.SHUTDOWN, f"shutdown ({self._shutdown.reason})")
         await self._root_done.wait()
 
     def _trigger(self, reason: str) -> None:
@@ -187,7 +188,7 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
                 # Cut the start short: the body is entered already cancelled (an async
                 # with block cannot be skipped without raising) and ends at its first
                 # checkpoint.
-                self._root.request_stop(EventKind.TERMINATED, f"shutdown ({reason})")
+                self._root.request_stop(StopCause.SHUTDOWN, f"shutdown ({reason})")
 
     async def _watch_signals(self, task_status: trio.TaskStatus[None]) -> None:
         signals_watched = [*_STOP_SIGNALS] + ([_RELOAD_SIGNAL] if _RELOAD_SIGNAL else [])
@@ -250,16 +251,15 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
 
     def _find(self, path: str) -> tuple[Supervisor, Child]:
         if not isinstance(path, str) or not path:
-            raise ChildNotFoundError(str(path), "", [c.spec.name for c in self._root.children])
+            raise ChildNotFoundError(str(path), "", list(self._root.children))
         supervisor = self._root
         parts = path.split("/")
+        last = len(parts) - 1
         for depth, part in enumerate(parts):
-            child = supervisor.find(part)
+            child = supervisor.children.get(part)
             if child is None:
-                raise ChildNotFoundError(
-                    path, supervisor.path, [c.spec.name for c in supervisor.children]
-                )
-            if depth == len(parts) - 1:
+                raise ChildNotFoundError(path, supervisor.path, list(supervisor.children))
+            if depth == last:
                 return supervisor, child
             nested = child.nested
             if nested is None:
@@ -284,7 +284,7 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
 
     def children(self, path: str = "") -> list[ChildInfo]:
         """The children of the supervisor at ``path``, in start order."""
-        return [_info(child) for child in self._supervisor(path).children]
+        return [_info(child) for child in self._supervisor(path).children.values()]
 
     def info(self, path: str) -> ChildInfo:
         """A snapshot of the child at ``path`` (``""``: the root supervisor)."""
@@ -309,9 +309,9 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
 
     def count_children(self, path: str = "") -> ChildCounts:
         """Counts of the children of the supervisor at ``path``."""
-        children = self._supervisor(path).children
-        active = sum(c.state in (ChildState.RUNNING, ChildState.STARTING) for c in children)
-        supervisors = sum(c.kind == "supervisor" for c in children)
+        children = self._supervisor(path).children.values()
+        active = sum(c.active for c in children)
+        supervisors = sum(isinstance(c.spec, SupervisorSpec) for c in children)
         return ChildCounts(len(children), active, len(children) - supervisors, supervisors)
 
     def unstopped(self) -> list[str]:
@@ -386,51 +386,17 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
         if not isinstance(spec, ChildSpec | SupervisorSpec):
             raise TypeError(f"start_child takes a ChildSpec or SupervisorSpec (got {spec!r})")
         supervisor = self._supervisor(under)
-
-        async def start() -> ChildInfo:
-            where = f"supervisor {supervisor.path or '(root)'!r}"
-            if supervisor.find(spec.name) is not None:
-                raise SupervisionError(
-                    f"{where} already has a child named {spec.name!r}; pick another name or"
-                    " delete_child() the old one first"
-                )
-            limit = supervisor.spec.max_children
-            if limit is not None and len(supervisor.children) >= limit:
-                raise SupervisionError(
-                    f"{where} already holds max_children={limit} children; cannot start"
-                    f" {spec.name!r}"
-                )
-            if spec.significant and supervisor.spec.auto_shutdown is AutoShutdown.NEVER:
-                raise SpecError(
-                    f"ChildSpec {spec.name!r} is significant but {where} has auto_shutdown"
-                    " NEVER; drop significant or start it under another supervisor"
-                )
-            child = Child(spec, join_path(supervisor.path, spec.name), self._shared.changed)
-            supervisor.children.append(child)
-            error = await supervisor.start(child, restarted=False)
-            if error is not None:
-                supervisor.children.remove(child)
-                raise ChildStartError(child.path, error)
-            return _info(child)
-
-        return await supervisor.call(start)
+        return _info(await supervisor.call(supervisor.start_child, spec))
 
     async def terminate_child(self, path: str) -> None:
         """Stop the child at ``path`` (§4 of the contract) and keep its spec.
 
-        It stays ``STOPPED`` and no strategy restarts it until ``restart_child``. A
-        temporary child's spec is removed instead, as in OTP.
+        It stays ``STOPPED`` and no strategy restarts it until ``restart_child``; a pending
+        restart or a restart that keeps failing is called off. A temporary child's spec is
+        removed instead, as in OTP.
         """
         supervisor, child = self._find(path)
-
-        async def terminate() -> None:
-            child.terminated = True
-            await supervisor.stop_children([child], EventKind.TERMINATED, "terminate_child")
-            child.state = ChildState.STOPPED
-            if child.spec.restart is Restart.TEMPORARY and child in supervisor.children:
-                supervisor.remove(child, "temporary child terminated")
-
-        await supervisor.call(terminate)
+        await supervisor.call(supervisor.terminate_child, child)
 
     async def restart_child(self, path: str) -> ChildInfo:
         """Stop the child if running (or cancel its pending backoff) and start it now.
@@ -442,22 +408,14 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
           ChildStartError: it raised before it started; it stays ``STOPPED``.
         """
         supervisor, child = self._find(path)
-
-        async def restart() -> ChildInfo:
-            # Also takes it out of a pending restart.
-            await supervisor.stop_children([child], EventKind.EXITED, "restart_child")
-            child.terminated = False
-            child.consecutive = 0
-            child.restarts += 1
-            error = await supervisor.start(child, restarted=True)
-            if error is not None:
-                raise ChildStartError(child.path, error)
-            return _info(child)
-
-        return await supervisor.call(restart)
+        return _info(await supervisor.call(supervisor.restart_child, child))
 
     def delete_child(self, path: str) -> None:
         """Remove the spec of the stopped child at ``path``.
+
+        When its supervisor is in the middle of something (stopping or restarting a group),
+        the deletion is queued behind that work and done in order, as every change of the
+        tree is; the child is listed until then.
 
         Raises:
           SupervisionError: it is running or waiting to restart; ``terminate_child`` first.
@@ -467,7 +425,7 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
             raise SupervisionError(
                 f"cannot delete {path!r}: it is {child.state.value}; terminate_child() it first"
             )
-        supervisor.remove(child, "delete_child")
+        supervisor.delete_child(child)
 
     # ---------------------------------------------------------------------------- reload
 
