@@ -32,6 +32,14 @@ class Config:
     scale_reps: int = 3
     #: Repetitions of each memory measurement (it barely varies).
     memory_reps: int = 1
+    #: The core benchmark (h): start_child and terminate_child calls per round.
+    calls: int = 200
+    #: The core benchmark (h): rounds of calls go on until each kind has been timed this long.
+    call_seconds: float = 0.05
+    #: The core benchmark (h): repetitions at ``scale_children`` (the issue asks for >= 5).
+    core_scale_reps: int = 5
+    #: The core benchmark (h): repetitions of its memory measurement.
+    core_memory_reps: int = 5
 
 
 #: Tiny sizes: every benchmark runs in well under a second (used by the tests).
@@ -43,6 +51,10 @@ QUICK = Config(
     reps=2,
     scale_reps=1,
     memory_reps=1,
+    calls=5,
+    call_seconds=0.0,
+    core_scale_reps=1,
+    core_memory_reps=1,
 )
 
 

@@ -4,7 +4,8 @@ Usage::
 
     python -m benchmarks                 # everything, default sizes (about 2.5 minutes)
     python -m benchmarks --quick         # every benchmark with tiny sizes (about 3 seconds)
-    python -m benchmarks --only http     # some: start_stop restart memory scaling shutdown http
+    python -m benchmarks --only core     # some: start_stop restart memory scaling shutdown http
+                                         # core
     python benchmarks/run.py ...         # the same
 
 Exit status 0, or with ``--strict`` 1 when a target is missed.
@@ -27,6 +28,7 @@ import trio
 
 import trio_supervise
 from benchmarks import (
+    bench_core,
     bench_http,
     bench_memory,
     bench_restart,
@@ -36,14 +38,14 @@ from benchmarks import (
 )
 from benchmarks._common import QUICK, Config, Reporter
 
-BENCHMARKS = ("start_stop", "restart", "memory", "scaling", "shutdown", "http")
+BENCHMARKS = ("start_stop", "restart", "memory", "scaling", "shutdown", "http", "core")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="trio_supervise against bare Trio: start, stop, restart, memory, scaling,"
-        " shutdown, HTTP.",
+        " shutdown, HTTP, and the core targets of issue 9.",
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny sizes: checks that everything runs"
@@ -102,6 +104,8 @@ def main(argv: Sequence[str] | None = None, reporter: Reporter | None = None) ->
             bench_shutdown.run(config, r)
         if "http" in selected:
             bench_http.run(config, r)
+        if "core" in selected:
+            bench_core.run(config, r)
     finally:
         if gc_was_enabled:
             gc.enable()
