@@ -1,4 +1,4 @@
-"""``run()`` and its async body ``serve()``: exit codes, signals, the hard exit."""
+"""``run()`` and its async twin ``serve()``: exit codes, signals, the hard exit."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from trio_supervise import (
     Restart,
     ShutdownHook,
     SupervisorSpec,
+    serve,
 )
-from trio_supervise._run import serve
 from trio_supervise.testing import FakeCrash, crash_after, return_after
 
 
@@ -53,7 +53,7 @@ SCRIPT = textwrap.dedent(
     """
     import logging, sys, trio
     from trio_supervise import ChildSpec, SupervisorSpec
-    from trio_supervise._run import serve
+    from trio_supervise._run import serve_with_grace
     from trio_supervise.testing import refuse_stop, sleeper
 
     async def ready(task_status=trio.TASK_STATUS_IGNORED):
@@ -67,7 +67,7 @@ SCRIPT = textwrap.dedent(
     if stubborn:
         children.append(ChildSpec("stubborn", refuse_stop(), shutdown_timeout=0.2))
     spec = SupervisorSpec("app", children)
-    sys.exit(trio.run(lambda: serve(spec, shutdown_deadline=0.5, grace=0.5)))
+    sys.exit(trio.run(lambda: serve_with_grace(spec, shutdown_deadline=0.5, grace=0.5)))
     """
 )
 

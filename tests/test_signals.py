@@ -40,7 +40,7 @@ PRELUDE = textwrap.dedent(
     from trio_supervise import (
         Band, ChildSpec, ShutdownHook, SupervisorSpec, current_tree, supervisor_tree
     )
-    from trio_supervise._run import serve
+    from trio_supervise._run import serve_with_grace
 
     _handler = logging.StreamHandler(sys.stderr)
     _handler.setFormatter(
@@ -553,8 +553,8 @@ async def test_a_nested_child_that_never_stops_gets_a_hard_exit_on_time() -> Non
             ChildSpec("ready", ready),
         ],
     )
-    # run() cannot be given a short grace: serve() is its body.
-    code = trio.run(lambda: serve(spec, shutdown_deadline={DEADLINE}, grace={GRACE}))
+    # run() and serve() take no grace: serve_with_grace() is what they run.
+    code = trio.run(lambda: serve_with_grace(spec, shutdown_deadline={DEADLINE}, grace={GRACE}))
     say("run returned", code)
     """
     async with service(body) as svc:
@@ -587,7 +587,7 @@ async def test_a_child_that_blocks_the_event_loop_gets_a_hard_exit() -> None:
             time.sleep(30)  # nothing else runs: not the deadline, not the report
 
     spec = SupervisorSpec("app", [ChildSpec("blocker", blocker), ChildSpec("ready", ready)])
-    code = trio.run(lambda: serve(spec, shutdown_deadline={DEADLINE}, grace={GRACE}))
+    code = trio.run(lambda: serve_with_grace(spec, shutdown_deadline={DEADLINE}, grace={GRACE}))
     say("run returned", code)
     """
     async with service(body) as svc:
