@@ -8,6 +8,7 @@ a response, readiness changing, a refused connection, the process's exit), with
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import math
@@ -30,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import CloseReason, ConnectionClosed, ConnectionRejected
 from websocket_client import open_client
 
+from trio_supervise import _demo as demo_module
 from trio_supervise._demo import (
     MAX_BODY_BYTES,
     MAX_NOTE_CHARS,
@@ -851,3 +853,81 @@ def test_log_lines_are_one_per_record() -> None:
     assert decoded["traceback"].startswith("Traceback (most recent call last):\n")
     with pytest.raises(ValueError, match=r"^log format must be 'logfmt' or 'json' \(got 'xml'\)$"):
         LogFormatter("xml")
+
+
+# ---------------------------------------------------------------- only the public API
+
+
+def private_imports(source: str) -> list[str]:
+    """What ``source`` imports of the package that a user's program could not.
+
+    A user imports ``trio_supervise`` (the names of its ``__init__``) and the public
+    ``trio_supervise.integrations.*`` modules: no relative import, no ``_module``, no
+    ``_name``.
+    """
+
+    def public_module(module: str) -> bool:
+        parts = module.split(".")
+        return module == "trio_supervise" or (
+            parts[:2] == ["trio_supervise", "integrations"]
+            and len(parts) > 2
+            and not any(part.startswith("_") for part in parts)
+        )
+
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [
+                alias.name
+                for alias in node.names
+                if alias.name.split(".")[0] == "trio_supervise" and not public_module(alias.name)
+            ]
+        elif isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            if node.level or module.split(".")[0] == "trio_supervise":
+                sep = "" if module.endswith(".") else "."
+                found += [
+                    f"{module}{sep}{alias.name}"
+                    for alias in node.names
+                    if not public_module(module) or alias.name.startswith("_")
+                ]
+    return found
+
+
+def test_the_demo_imports_only_public_names() -> None:
+    import trio_supervise
+
+    source = Path(demo_module.__file__ or "").read_text(encoding="utf-8")
+    assert private_imports(source) == []
+    # And every name it takes from the package is one the package exports.
+    imported = {
+        alias.name
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ImportFrom) and node.module == "trio_supervise"
+        for alias in node.names
+    }
+    assert "serve" in imported
+    assert sorted(name for name in imported if not hasattr(trio_supervise, name)) == []
+
+
+def test_private_imports_names_each_private_import() -> None:
+    source = """
+from ._run import serve
+from . import _util
+from trio_supervise._signals import HeldSignals
+from trio_supervise import _util as util, ChildSpec
+from trio_supervise.integrations._private import thing
+from trio_supervise.integrations.http import HTTPServer, _helper
+import trio_supervise._tree
+import trio_supervise.integrations.http
+import trio, json
+"""
+    assert private_imports(source) == [
+        "._run.serve",
+        "._util",
+        "trio_supervise._signals.HeldSignals",
+        "trio_supervise._util",
+        "trio_supervise.integrations._private.thing",
+        "trio_supervise.integrations.http._helper",
+        "trio_supervise._tree",
+    ]

@@ -1,7 +1,8 @@
-"""``run()`` and its async body ``serve()``: exit codes, signals, the hard exit."""
+"""``run()`` and its async twin ``serve()``: exit codes, signals, the hard exit."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import subprocess
@@ -14,13 +15,23 @@ import trio.testing
 
 from trio_supervise import (
     AutoShutdown,
+    Band,
     ChildSpec,
     Restart,
     ShutdownHook,
     SupervisorSpec,
+    current_tree,
+    run,
+    serve,
 )
-from trio_supervise._run import serve
-from trio_supervise.testing import FakeCrash, crash_after, return_after
+from trio_supervise._signals import HANDLED_SIGNALS, HeldSignals
+from trio_supervise.testing import FakeCrash, crash_after, return_after, sleeper
+
+
+@pytest.fixture(autouse=True)
+def no_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
+    # serve() notifies systemd when the tests themselves run under it.
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
 
 
 def finishing(after: float) -> SupervisorSpec:
@@ -49,11 +60,57 @@ async def test_failed_tree_exits_1(autojump_clock: trio.testing.MockClock) -> No
     assert await serve(spec) == 1
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+async def test_serve_acts_on_a_stop_signal_that_came_before_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    reasons: list[str | None] = []
+
+    async def note_reason() -> None:
+        reasons.append(current_tree().shutdown_reason)
+
+    spec = SupervisorSpec("app", [ChildSpec("w", sleeper())])
+    hook = ShutdownHook("note", note_reason, priority=Band.CLEANUP)
+    with HeldSignals():  # as run() and the CLI hold them around trio.run
+        signal.raise_signal(signal.SIGHUP)  # not a stop signal: no shutdown for it
+        signal.raise_signal(signal.SIGTERM)
+        assert await serve(spec, hooks=[hook]) == 0
+    assert reasons == ["signal SIGTERM during the start"]
+    assert trio.current_time() == 0.0
+
+
+async def test_serve_gives_the_signal_handlers_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    before = {signum: signal.getsignal(signum) for signum in HANDLED_SIGNALS}
+    assert await serve(finishing(1.0)) == 0
+    assert {signum: signal.getsignal(signum) for signum in HANDLED_SIGNALS} == before
+
+
+async def test_serve_outside_the_main_thread_says_to_call_it_from_there() -> None:
+    def in_a_thread() -> int:
+        return trio.run(serve, finishing(0.0))
+
+    with pytest.raises(
+        RuntimeError,
+        match=(
+            r"^trio_supervise\.serve\(\) and run\(\) handle signals, which Python allows only"
+            r" in the main thread \(called from thread .+\); call them from the main"
+            r" thread, or run supervisor_tree\(spec\) without handle_signals here$"
+        ),
+    ):
+        await trio.to_thread.run_sync(in_a_thread)
+
+
+def test_serve_takes_what_run_takes() -> None:
+    assert inspect.signature(serve) == inspect.signature(run)
+
+
 SCRIPT = textwrap.dedent(
     """
     import logging, sys, trio
     from trio_supervise import ChildSpec, SupervisorSpec
-    from trio_supervise._run import serve
+    from trio_supervise._run import serve_with_grace
     from trio_supervise.testing import refuse_stop, sleeper
 
     async def ready(task_status=trio.TASK_STATUS_IGNORED):
@@ -67,7 +124,7 @@ SCRIPT = textwrap.dedent(
     if stubborn:
         children.append(ChildSpec("stubborn", refuse_stop(), shutdown_timeout=0.2))
     spec = SupervisorSpec("app", children)
-    sys.exit(trio.run(lambda: serve(spec, shutdown_deadline=0.5, grace=0.5)))
+    sys.exit(trio.run(lambda: serve_with_grace(spec, shutdown_deadline=0.5, grace=0.5)))
     """
 )
 

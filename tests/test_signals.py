@@ -1,4 +1,8 @@
-"""Real signals to a real service: ``run()`` and ``supervisor_tree(handle_signals=True)``.
+"""Signals: ``_signals.py`` in process, then real signals to a real service.
+
+The first part raises signals in the test process itself (``signal.raise_signal``) against
+``HeldSignals`` and ``watch_signals`` with a fake tree. The rest is end to end, ``run()`` and
+``supervisor_tree(handle_signals=True)``:
 
 Each test starts ``python -c SCRIPT`` and reads its stdout and stderr as one stream of lines:
 the script prints its progress (``ready``, ``hook stop``, every event as ``EVENT KIND path``)
@@ -9,6 +13,7 @@ its stdin (or for it to close). Timeouts are fail-safes only.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -18,19 +23,211 @@ import textwrap
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
+import attrs
 import pytest
 import trio
+import trio.testing
 
 from trio_supervise import AutoShutdown, ChildSpec, Restart, SupervisorSpec, run
 from trio_supervise import _run as run_module
+from trio_supervise._signals import (
+    HANDLED_SIGNALS,
+    RELOAD_SIGNAL,
+    STOP_SIGNALS,
+    HeldSignals,
+    SignalControls,
+    watch_signals,
+)
 from trio_supervise.testing import return_after
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 #: Seconds any one step may take before the test gives up (a fail-safe, never a pace).
 FAIL_SAFE = 15.0
+
+# ------------------------------------------------------------ _signals.py, in process
+
+
+def test_the_signal_sets() -> None:
+    assert STOP_SIGNALS == (signal.SIGINT, signal.SIGTERM)
+    assert RELOAD_SIGNAL is signal.SIGHUP
+    assert HANDLED_SIGNALS == (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def handlers() -> dict[signal.Signals, object]:
+    return {signum: signal.getsignal(signum) for signum in HANDLED_SIGNALS}
+
+
+def test_held_signals_record_and_give_the_handlers_back() -> None:
+    before = handlers()
+    with HeldSignals() as held:
+        signal.raise_signal(signal.SIGHUP)
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGTERM)
+    assert held.received == [signal.SIGHUP, signal.SIGINT, signal.SIGTERM]
+    assert held.first_stop_signal() is signal.SIGINT
+    assert handlers() == before
+
+
+def test_a_reload_signal_is_no_stop_signal() -> None:
+    with HeldSignals() as held:
+        assert held.first_stop_signal() is None
+        signal.raise_signal(signal.SIGHUP)
+    assert held.received == [signal.SIGHUP]
+    assert held.first_stop_signal() is None
+
+
+def test_nested_holders_share_the_outer_record() -> None:
+    before = handlers()
+    with HeldSignals() as outer:
+        signal.raise_signal(signal.SIGTERM)
+        with HeldSignals() as inner:
+            # What serve() sees inside run(): the signal that came before it was called.
+            assert inner.first_stop_signal() is signal.SIGTERM
+            signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGHUP)  # the outer holder's handler is back
+        assert outer.received == [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
+    assert inner.received is outer.received
+    assert handlers() == before
+    with HeldSignals() as later:  # a new outermost holder starts a new record
+        assert later.received == []
+
+
+def test_held_signals_outside_the_main_thread_change_nothing() -> None:
+    seen: list[object] = []
+
+    def in_thread() -> None:
+        with HeldSignals() as held:
+            seen.append(handlers())
+            seen.append(list(held.received))
+
+    before = handlers()
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join()
+    assert seen == [before, []]
+    assert handlers() == before
+
+
+@attrs.define(eq=False)
+class FakeTree:
+    """What the watcher may call, recorded; a reload waits for ``release_reload``."""
+
+    reload_hooks: bool = True
+    stopping: bool = False
+    calls: list[str] = attrs.field(factory=list)
+    release_reload: trio.Event = attrs.field(factory=trio.Event)
+
+    def controls(self) -> SignalControls:
+        return SignalControls(
+            shutting_down=lambda: self.stopping,
+            shutdown=self._shutdown,
+            force_shutdown=lambda reason: self.calls.append(f"force: {reason}"),
+            has_reload_hooks=lambda: self.reload_hooks,
+            reload=self._reload,
+        )
+
+    def _shutdown(self, reason: str) -> None:
+        self.calls.append(f"shutdown: {reason}")
+        self.stopping = True
+
+    async def _reload(self) -> None:
+        self.calls.append("reload")
+        await self.release_reload.wait()
+        self.release_reload = trio.Event()
+        self.calls.append("reloaded")
+
+
+@asynccontextmanager
+async def watching(fake: FakeTree) -> AsyncIterator[None]:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(watch_signals, fake.controls()))
+        yield
+        nursery.cancel_scope.cancel()
+
+
+async def deliver(signum: signal.Signals) -> None:
+    signal.raise_signal(signum)
+    await trio.testing.wait_all_tasks_blocked()
+
+
+def signal_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if getattr(r, "kind", "") == "SIGNAL"]
+
+
+async def test_the_watcher_shuts_down_then_forces_then_drops(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_supervise")
+    fake = FakeTree()
+    async with watching(fake):
+        await deliver(signal.SIGTERM)
+        assert fake.calls == ["shutdown: signal SIGTERM"]
+        await deliver(signal.SIGINT)
+        await deliver(signal.SIGTERM)
+        await deliver(signal.SIGINT)
+    assert fake.calls == ["shutdown: signal SIGTERM", "force: second signal SIGINT"]
+    assert signal_logs(caplog) == [
+        "received SIGTERM: shutting down (send it again to force)",
+        "received SIGINT again: forcing the shutdown",
+    ]
+
+
+async def test_a_stop_signal_after_another_shutdown_forces_it() -> None:
+    fake = FakeTree(stopping=True)  # tree.shutdown() came first
+    async with watching(fake):
+        await deliver(signal.SIGINT)
+    assert fake.calls == ["force: second signal SIGINT"]
+
+
+async def test_the_watcher_runs_one_reload_at_a_time_and_coalesces_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_supervise")
+    fake = FakeTree()
+    async with watching(fake):
+        await deliver(signal.SIGHUP)
+        assert fake.calls == ["reload"]
+        await deliver(signal.SIGHUP)
+        await deliver(signal.SIGHUP)
+        assert fake.calls == ["reload"]
+        fake.release_reload.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert fake.calls == ["reload", "reloaded", "reload"]
+        fake.release_reload.set()
+        await trio.testing.wait_all_tasks_blocked()
+    assert fake.calls == ["reload", "reloaded", "reload", "reloaded"]
+    assert signal_logs(caplog) == ["received SIGHUP: reloading"] * 3
+
+
+async def test_the_watcher_ignores_sighup_without_hooks_and_during_the_shutdown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_supervise")
+    fake = FakeTree(reload_hooks=False)
+    async with watching(fake):
+        await deliver(signal.SIGHUP)
+        fake.reload_hooks = True
+        fake.stopping = True
+        await deliver(signal.SIGHUP)
+    assert fake.calls == []
+    assert signal_logs(caplog) == [
+        "received SIGHUP: no reload hooks registered; ignored",
+        "received SIGHUP during the shutdown: ignored",
+    ]
+
+
+async def test_the_watcher_gives_the_handlers_back() -> None:
+    before = handlers()
+    async with watching(FakeTree()):
+        assert handlers() != before
+    assert handlers() == before
+
+
+# ------------------------------------------------------------------ end to end
 
 PRELUDE = textwrap.dedent(
     """
@@ -40,7 +237,7 @@ PRELUDE = textwrap.dedent(
     from trio_supervise import (
         Band, ChildSpec, ShutdownHook, SupervisorSpec, current_tree, supervisor_tree
     )
-    from trio_supervise._run import serve
+    from trio_supervise._run import serve_with_grace
 
     _handler = logging.StreamHandler(sys.stderr)
     _handler.setFormatter(
@@ -553,8 +750,8 @@ async def test_a_nested_child_that_never_stops_gets_a_hard_exit_on_time() -> Non
             ChildSpec("ready", ready),
         ],
     )
-    # run() cannot be given a short grace: serve() is its body.
-    code = trio.run(lambda: serve(spec, shutdown_deadline={DEADLINE}, grace={GRACE}))
+    # run() and serve() take no grace: serve_with_grace() is what they run.
+    code = trio.run(lambda: serve_with_grace(spec, shutdown_deadline={DEADLINE}, grace={GRACE}))
     say("run returned", code)
     """
     async with service(body) as svc:
@@ -587,7 +784,7 @@ async def test_a_child_that_blocks_the_event_loop_gets_a_hard_exit() -> None:
             time.sleep(30)  # nothing else runs: not the deadline, not the report
 
     spec = SupervisorSpec("app", [ChildSpec("blocker", blocker), ChildSpec("ready", ready)])
-    code = trio.run(lambda: serve(spec, shutdown_deadline={DEADLINE}, grace={GRACE}))
+    code = trio.run(lambda: serve_with_grace(spec, shutdown_deadline={DEADLINE}, grace={GRACE}))
     say("run returned", code)
     """
     async with service(body) as svc:

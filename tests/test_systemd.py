@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import final
@@ -23,15 +23,25 @@ import trio.testing
 
 from trio_supervise import (
     Backoff,
+    ChildHealth,
     ChildSpec,
     ChildState,
+    Event,
+    HealthReport,
+    HealthStatus,
     RestartIntensityExceeded,
     SupervisorSpec,
     SystemdNotifier,
     current_tree,
     supervisor_tree,
 )
-from trio_supervise._systemd import MAX_MESSAGE_BYTES, MAX_STATUS_CHARS, SEND_TIMEOUT
+from trio_supervise._systemd import (
+    MAX_MESSAGE_BYTES,
+    MAX_STATUS_CHARS,
+    SEND_TIMEOUT,
+    STATUS_SETTLE,
+    TreeNotifications,
+)
 from trio_supervise.testing import FakeCrash, crash_after, sleeper, slow_start, slow_stop
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="AF_UNIX sockets")
@@ -454,6 +464,67 @@ async def test_receiver_closed_but_path_left_is_survived(
     (warning,) = logged(systemd_logs)
     assert warning[0] == logging.WARNING
     assert "; the service goes on, and further failures are not logged" in warning[1]
+
+
+@final
+@attrs.define(eq=False)
+class FakeTree:
+    """Just what ``TreeNotifications`` reads of a tree (``WatchedTree``), set by the test."""
+
+    report: HealthReport
+    shutting_down: bool = False
+    listeners: list[Callable[[Event], object]] = attrs.field(factory=list)
+    changed: trio.Event = attrs.field(factory=trio.Event)
+
+    def health(self) -> HealthReport:
+        return self.report
+
+    def add_event_listener(self, listener: Callable[[Event], object]) -> Callable[[], None]:
+        self.listeners.append(listener)
+        return lambda: self.listeners.remove(listener)
+
+    async def wait_changed(self) -> None:
+        await self.changed.wait()
+        self.changed = trio.Event()
+
+
+def health_of(*states: ChildState) -> HealthReport:
+    children = {
+        f"w{i}": ChildHealth(
+            HealthStatus.HEALTHY if state is ChildState.RUNNING else HealthStatus.DEGRADED, state
+        )
+        for i, state in enumerate(states)
+    }
+    degraded = any(state is not ChildState.RUNNING for state in states)
+    status = HealthStatus.DEGRADED if degraded else HealthStatus.HEALTHY
+    return HealthReport(status, children, ready=True, live=True)
+
+
+async def test_tree_notifications_need_only_what_watched_tree_names(
+    autojump_clock: trio.testing.MockClock, notify_path: Path
+) -> None:
+    receiver = Receiver.bind(str(notify_path))
+    tree = FakeTree(health_of(ChildState.RUNNING, ChildState.RUNNING))
+    notifications = TreeNotifications(SystemdNotifier(str(notify_path)), tree)
+    try:
+        async with collecting(receiver), trio.open_nursery() as nursery:
+            await notifications.started(nursery)
+            assert len(tree.listeners) == 1
+            await trio.sleep(1.0)
+            tree.report = health_of(ChildState.RUNNING, ChildState.RESTARTING)
+            tree.changed.set()  # a state change without an event
+            await trio.sleep(1.0)
+            tree.shutting_down = True
+            await notifications.stopping("test over")
+            assert tree.listeners == []
+    finally:
+        notifications.close()
+        receiver.sock.close()
+    assert receiver.messages == [
+        (0.0, READY_2),
+        (1.0 + STATUS_SETTLE, "STATUS=degraded: 1 of 2 children running"),
+        (2.0, "STOPPING=1\nSTATUS=shutting down: test over"),
+    ]
 
 
 # --------------------------------------------------------------------- the notifier

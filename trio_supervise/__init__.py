@@ -19,6 +19,7 @@ from ._events import EventStream as EventStream
 from ._health import ChildHealth as ChildHealth
 from ._health import HealthReport as HealthReport
 from ._run import run as run
+from ._run import serve as serve
 from ._shutdown import Band as Band
 from ._shutdown import DrainDelay as DrainDelay
 from ._shutdown import HookResult as HookResult

@@ -11,7 +11,7 @@ from functools import partial
 
 import trio
 
-from ._run import _HeldSignals
+from ._signals import HeldSignals
 
 _DEMO_EXTRAS = (
     "the demo needs the http, websocket and metrics extras: pip install"
@@ -139,10 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         demo_parser.error(str(exc))
     demo.configure_logging(args.log_level, args.log_format)
     try:
-        # As run() does: a signal between the handlers of run_demo and of the tree is
-        # recorded, not lost, and never kills the process mid-start.
-        with _HeldSignals() as held:
-            code: int = trio.run(partial(demo.run_demo, config, _held=held))
+        # As run() does: a signal between the demo's own handlers (while its database
+        # opens) and serve()'s is recorded, not lost, and never kills the process mid-start;
+        # serve() acts on it.
+        with HeldSignals():
+            code: int = trio.run(partial(demo.run_demo, config))
     except demo.DemoStartError as exc:
         print(f"trio-supervise demo: {exc}", file=sys.stderr)
         return 1

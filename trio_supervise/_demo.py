@@ -1,6 +1,7 @@
 """The demo service behind ``trio-supervise demo``: notes over HTTP, news over WebSocket.
 
-It is built only from the package's integrations, as a real service would be:
+It is built only from the package's public API (``trio_supervise`` and its integrations),
+as a user's service would be:
 
 * ``HTTPServer`` serving a Starlette app wrapped in ``health_app`` (``/health/live``,
   ``/health/ready``, ``/metrics`` from ``TreeMetrics``);
@@ -10,7 +11,9 @@ It is built only from the package's integrations, as a real service would be:
   ``notes(id INTEGER PRIMARY KEY, text TEXT NOT NULL)``;
 * workers under nested supervisors, one of them crashing on purpose so that restarts show in
   ``/tree`` and ``/metrics``;
-* ``trio_supervise.serve()`` for the signals, the exit code and the hard exit.
+* ``trio_supervise.serve()``, the async twin of ``run()``, for the signals, the exit code and
+  the hard exit: the database is opened first (Ctrl+C or SIGTERM meanwhile stops the start),
+  then the tree is served.
 
 The tree::
 
@@ -76,16 +79,25 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from trio_websocket import WebSocketConnection
 
-from ._context import ChildState, current_child, current_child_path
-from ._errors import SupervisionError
-from ._run import _HeldSignals, serve
-from ._shutdown import DrainDelay, ShutdownHook
-from ._spec import Backoff, ChildSpec, Restart, SupervisorSpec
-from ._tree import ChildInfo, SupervisorTree, current_tree
-from .integrations.database import Database, DatabaseError, open_database
-from .integrations.http import HTTPServer, health_app
-from .integrations.metrics import TreeMetrics
-from .integrations.websocket import WebSocketServer
+from trio_supervise import (
+    Backoff,
+    ChildInfo,
+    ChildSpec,
+    ChildState,
+    DrainDelay,
+    Restart,
+    ShutdownHook,
+    SupervisionError,
+    SupervisorSpec,
+    SupervisorTree,
+    current_child,
+    current_tree,
+    serve,
+)
+from trio_supervise.integrations.database import Database, DatabaseError, open_database
+from trio_supervise.integrations.http import HTTPServer, health_app
+from trio_supervise.integrations.metrics import TreeMetrics
+from trio_supervise.integrations.websocket import WebSocketServer
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -284,7 +296,15 @@ def configure_logging(
 
 
 def _log(level: int, message: str, *args: object, kind: str) -> None:
-    logger.log(level, message, *args, extra={"kind": kind, "path": current_child_path()})
+    logger.log(level, message, *args, extra={"kind": kind, "path": _child_path()})
+
+
+def _child_path() -> str:
+    """The path of the supervised child logging; ``""`` for the demo's own start and end."""
+    try:
+        return current_child().path
+    except RuntimeError:  # not in a child: opening the database, printing the report
+        return ""
 
 
 # ------------------------------------------------------------------------- validation
@@ -721,14 +741,12 @@ async def _open_unless_stopped(target: str) -> Database | None:
     return opened
 
 
-async def run_demo(
-    config: DemoConfig, out: TextIO | None = None, *, _held: _HeldSignals | None = None
-) -> int:
+async def run_demo(config: DemoConfig, out: TextIO | None = None) -> int:
     """Open the database, serve the demo until SIGTERM or SIGINT, print the report.
 
-    A signal while the database opens stops the demo before it starts (exit code 0).
-    ``_held`` is ``run()``'s record of signals that came while no handler of the tree or of
-    this function was in place (the CLI passes it); ``serve()`` acts on them.
+    A signal while the database opens stops the demo before it starts (exit code 0); from
+    the call of ``serve()`` on, the tree's shutdown handles them. The CLI holds the signals
+    for all of ``trio.run`` as ``run()`` does, so one in between is acted on too.
 
     Returns:
       The process exit code of ``trio_supervise.serve()``: 0 after a clean shutdown.
@@ -747,7 +765,6 @@ async def run_demo(
             service.spec(),
             hooks=service.hooks(),
             shutdown_deadline=config.shutdown_deadline,
-            _held=_held,
         )
     finally:
         # Closed by its shutdown hook already, unless the tree never ran it.

@@ -1,13 +1,12 @@
-"""``run()``: the ``main()`` of a supervised service."""
+"""``run()`` and its async twin ``serve()``: the ``main()`` of a supervised service."""
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 from collections.abc import Sequence
-from types import FrameType
+from functools import partial
 
 import trio
 
@@ -16,17 +15,14 @@ from ._errors import ChildStartError, RestartIntensityExceeded
 from ._events import log
 from ._health import walk
 from ._shutdown import ShutdownHook
+from ._signals import HeldSignals
 from ._spec import SupervisorSpec
-from ._tree import _RELOAD_SIGNAL, _STOP_SIGNALS, SupervisorTree, supervisor_tree
+from ._tree import SupervisorTree, supervisor_tree
 
 #: Seconds past ``shutdown_deadline`` before ``run()`` gives up on tasks that refuse to stop.
 HARD_EXIT_GRACE = 5.0
 #: The exit code of a hard exit, as after an orchestrator's SIGKILL.
 HARD_EXIT_CODE = 137
-
-
-#: The signals ``run()`` keeps handled from start to end (see ``_HeldSignals``).
-_SIGNALS = _STOP_SIGNALS + ((_RELOAD_SIGNAL,) if _RELOAD_SIGNAL is not None else ())
 
 
 def _hard_exit(tree: SupervisorTree) -> None:
@@ -45,48 +41,102 @@ def _hard_exit(tree: SupervisorTree) -> None:
     os._exit(HARD_EXIT_CODE)
 
 
-async def serve(
+async def serve_with_grace(
     spec: SupervisorSpec,
     *,
     hooks: Sequence[ShutdownHook] = (),
     shutdown_deadline: float = 30.0,
-    grace: float | None = None,
-    _held: _HeldSignals | None = None,
+    grace: float,
 ) -> int:
-    """The async body of ``run()``: run the tree until a signal or its end; return the exit code.
-
-    ``grace`` defaults to ``HARD_EXIT_GRACE`` as it is when ``serve()`` is called.
-    """
-    if grace is None:
-        grace = HARD_EXIT_GRACE
+    """``serve()`` with the hard exit ``grace`` seconds past the deadline (tests shorten it)."""
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError(
+            "trio_supervise.serve() and run() handle signals, which Python allows only in the"
+            f" main thread (called from thread {threading.current_thread().name!r}); call them"
+            " from the main thread, or run supervisor_tree(spec) without handle_signals here"
+        )
     timer: threading.Timer | None = None
-    try:
-        async with supervisor_tree(
-            spec,
-            hooks=hooks,
-            shutdown_deadline=shutdown_deadline,
-            handle_signals=True,
-            notify_systemd=True,
-        ) as tree:
-            try:
-                early = [s for s in (_held.received if _held else []) if s != _RELOAD_SIGNAL]
-                if early:  # it came before the tree's own handlers were in place
-                    tree.shutdown(f"signal {early[0].name} during the start")
-                await trio.sleep_forever()
-            finally:
-                # The body ends when the shutdown starts. A thread, so that the hard exit
-                # comes even if a task blocks the event loop.
-                timer = threading.Timer(shutdown_deadline + grace, _hard_exit, (tree,))
-                timer.daemon = True
-                timer.start()
-    except (RestartIntensityExceeded, ChildStartError) as exc:
-        log(logging.ERROR, "the tree failed: %s", exc, path="", kind="FAILED", exc_info=exc)
-        return 1
-    finally:
-        if timer is not None:
-            timer.cancel()
+    with HeldSignals() as held:
+        try:
+            async with supervisor_tree(
+                spec,
+                hooks=hooks,
+                shutdown_deadline=shutdown_deadline,
+                handle_signals=True,
+                notify_systemd=True,
+            ) as tree:
+                try:
+                    early = held.first_stop_signal()
+                    if early is not None:  # it came before the tree's own handlers were in place
+                        tree.shutdown(f"signal {early.name} during the start")
+                    await trio.sleep_forever()
+                finally:
+                    # The body ends when the shutdown starts. A thread, so that the hard exit
+                    # comes even if a task blocks the event loop.
+                    timer = threading.Timer(shutdown_deadline + grace, _hard_exit, (tree,))
+                    timer.daemon = True
+                    timer.start()
+        except (RestartIntensityExceeded, ChildStartError) as exc:
+            log(logging.ERROR, "the tree failed: %s", exc, path="", kind="FAILED", exc_info=exc)
+            return 1
+        finally:
+            if timer is not None:
+                timer.cancel()
     report = tree.shutdown_report
     return 0 if report is not None and report.ok else 1
+
+
+async def serve(
+    spec: SupervisorSpec, *, hooks: Sequence[ShutdownHook] = (), shutdown_deadline: float = 30.0
+) -> int:
+    """Serve a tree until a signal or its end, and return the exit code: ``run()``'s async twin.
+
+    For a ``main()`` that does async set-up first (opens a database, reads a secret) and
+    then runs its tree as ``run()`` would: the same signals, banded shutdown, systemd
+    notifications, hard exit and exit codes, inside ``trio.run``.
+
+    Signals:
+      From the moment ``serve()`` is called SIGINT, SIGTERM and SIGHUP are handled until
+      it returns: one that comes before the tree's own handlers are in place starts the
+      shutdown as soon as the tree has started, and one after they are gone is recorded
+      and dropped instead of killing the process half-way through its exit. Before the
+      call they have their usual effect (in ``trio.run``, SIGINT raises
+      ``KeyboardInterrupt``; SIGTERM ends the process): set-up that may take long should
+      watch them itself (``trio.open_signal_receiver``). Under ``run()``, or inside another
+      holder of the package, a signal recorded before the call counts too. Call it from
+      the main thread, where Python allows signal handlers.
+
+    Hard exit:
+      When the shutdown overruns ``shutdown_deadline`` by ``HARD_EXIT_GRACE`` seconds (as
+      set when ``serve()`` is called), the unstopped children are logged and the process
+      exits with code 137, from a thread, even if a task blocks the event loop.
+
+    Args:
+      spec: the root supervisor.
+      hooks: shutdown hooks (see ``ShutdownHook``).
+      shutdown_deadline: seconds the whole shutdown may take.
+
+    Returns:
+      The process exit code: 0 after a graceful shutdown in which every hook finished
+      ``ok``; 1 after a failure of the tree, a hook error or timeout, the deadline, or a
+      forced shutdown.
+
+    Raises:
+      SpecError: a bad ``spec``, hook or deadline (as ``supervisor_tree``).
+      RuntimeError: outside the main thread, where Python allows no signal handlers.
+
+    Example::
+
+        async def main() -> int:
+            db = await open_database("app.db")
+            return await trio_supervise.serve(spec, hooks=db.shutdown_hooks())
+
+        if __name__ == "__main__":
+            sys.exit(trio.run(main))
+    """
+    return await serve_with_grace(
+        spec, hooks=hooks, shutdown_deadline=shutdown_deadline, grace=HARD_EXIT_GRACE
+    )
 
 
 def run(
@@ -97,7 +147,10 @@ def run(
     SIGINT or SIGTERM starts the graceful shutdown, a second one forces it. When the
     shutdown overruns ``shutdown_deadline`` by ``HARD_EXIT_GRACE`` seconds and tasks still
     refuse to stop, the unstopped children are logged and the process exits hard with code
-    137, as it would after an orchestrator's SIGKILL; it never hangs.
+    137, as it would after an orchestrator's SIGKILL; it never hangs. The signals are held
+    (recorded, see ``serve()``) from before ``trio.run`` starts until it has returned, so
+    none is lost or kills the process in between. For async set-up before the tree, use
+    ``serve()`` in your own ``trio.run``.
 
     Under systemd (``$NOTIFY_SOCKET`` set, as for a ``Type=notify`` unit) it reports
     ``READY=1``, ``STOPPING=1``, ``STATUS=`` lines and, with ``WatchdogSec=``, watchdog
@@ -113,38 +166,5 @@ def run(
         if __name__ == "__main__":
             sys.exit(trio_supervise.run(spec))
     """
-    with _HeldSignals() as held:
-        return trio.run(
-            lambda: serve(spec, hooks=hooks, shutdown_deadline=shutdown_deadline, _held=held)
-        )
-
-
-class _HeldSignals:
-    """Keep SIGINT, SIGTERM and SIGHUP handled for all of ``run()``.
-
-    The tree handles them while it runs. Outside that (before its handlers are in place,
-    and after they are gone while the last tasks finish), the default action would kill
-    the process mid-exit, or raise KeyboardInterrupt, because a signal came a moment early
-    or late; a storm of signals at the end of a forced shutdown did exactly that. These
-    handlers only record the signal; ``run()`` acts on one that came before the tree's
-    handlers were in place, and the previous handlers come back when it returns. Only in
-    the main thread, where Python allows signal handlers.
-    """
-
-    def __init__(self) -> None:
-        self.received: list[signal.Signals] = []
-        self._previous: dict[signal.Signals, object] = {}
-
-    def __enter__(self) -> _HeldSignals:
-        if threading.current_thread() is threading.main_thread():
-            for signum in _SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._record)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
-
-    def _record(self, signum: int, frame: FrameType | None) -> None:
-        # A plain Python handler runs between bytecodes: only record, never raise.
-        self.received.append(signal.Signals(signum))
+    with HeldSignals():
+        return trio.run(partial(serve, spec, hooks=hooks, shutdown_deadline=shutdown_deadline))

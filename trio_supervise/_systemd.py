@@ -16,7 +16,7 @@ import re
 import socket
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, final
+from typing import Protocol, final
 
 import trio
 
@@ -24,9 +24,6 @@ from ._context import ChildState
 from ._events import Event, log
 from ._health import HealthReport
 from ._spec import HealthStatus
-
-if TYPE_CHECKING:
-    from ._tree import SupervisorTree
 
 #: systemd reads a notification into a buffer of this many bytes and drops longer ones.
 MAX_MESSAGE_BYTES = 4096
@@ -397,6 +394,30 @@ def status_text(report: HealthReport) -> str:
     return f"running: {running} of {total} {noun}"
 
 
+class WatchedTree(Protocol):
+    """What ``TreeNotifications`` reads of a running tree (a ``SupervisorTree`` has it all).
+
+    A protocol, so that this module needs nothing of ``_tree.py`` (which builds on it).
+    """
+
+    @property
+    def shutting_down(self) -> bool:
+        """True once the shutdown has been decided."""
+        ...
+
+    def health(self) -> HealthReport:
+        """The tree's health now."""
+        ...
+
+    def add_event_listener(self, listener: Callable[[Event], object]) -> Callable[[], None]:
+        """Call ``listener`` for every event from now on; return the function that stops it."""
+        ...
+
+    async def wait_changed(self) -> None:
+        """Wait until any child's state changes."""
+        ...
+
+
 @final
 class TreeNotifications:
     """What a running tree tells systemd, in order: READY, then STATUS and WATCHDOG, then STOPPING.
@@ -419,7 +440,7 @@ class TreeNotifications:
       gets ``STOPPING=1``, so there are no pings after it.
     """
 
-    def __init__(self, notifier: SystemdNotifier, tree: SupervisorTree) -> None:
+    def __init__(self, notifier: SystemdNotifier, tree: WatchedTree) -> None:
         self._notifier = notifier
         self._tree = tree
         # Cancelled by stopping(): no ping or status may follow STOPPING=1.

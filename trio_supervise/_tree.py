@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -26,6 +25,7 @@ from ._events import Event, EventBus, EventKind, EventStream, log
 from ._health import HealthReport, health_report, walk
 from ._runner import StopCause
 from ._shutdown import Band, Shutdown, ShutdownHook, ShutdownReport
+from ._signals import SignalControls, watch_signals
 from ._spec import ChildSpec, SupervisorSpec, _check_async_function
 from ._supervisor import Child, Supervisor, TreeShared
 from ._systemd import SystemdNotifier, TreeNotifications
@@ -33,9 +33,6 @@ from ._systemd import SystemdNotifier, TreeNotifications
 #: How many events ``tree.history`` keeps by default.
 DEFAULT_HISTORY_SIZE = 1000
 
-#: The signals that start (and force) the shutdown, and the one that reloads.
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_RELOAD_SIGNAL: signal.Signals | None = getattr(signal, "SIGHUP", None)
 
 _current_tree: ContextVar[SupervisorTree] = ContextVar("trio_supervise.current_tree")
 
@@ -140,8 +137,6 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
     ) -> None:
         self._bus = EventBus(history_size)
         self._reload_hooks: dict[str, Callable[[], Awaitable[object]]] = dict(reload_hooks)
-        # Set by SIGHUP; a second SIGHUP during a reload runs one more after it.
-        self._reload_requested = trio.Event()
         self._shared = TreeShared(self._bus, rng)
         self._root = Supervisor(spec, "", self._shared)
         self._shutdown = Shutdown(
@@ -190,62 +185,15 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
                 # checkpoint.
                 self._root.request_stop(StopCause.SHUTDOWN, f"shutdown ({reason})")
 
-    async def _watch_signals(self, task_status: trio.TaskStatus[None]) -> None:
-        signals_watched = [*_STOP_SIGNALS] + ([_RELOAD_SIGNAL] if _RELOAD_SIGNAL else [])
-        async with trio.open_nursery() as nursery:
-            with trio.open_signal_receiver(*signals_watched) as signals:
-                nursery.start_soon(self._reload_on_request)
-                task_status.started()
-                async for signum in signals:
-                    self._on_signal(signal.Signals(signum))
-
-    def _on_signal(self, signum: signal.Signals) -> None:
-        name = signum.name
-        if signum == _RELOAD_SIGNAL:
-            if self.shutting_down:
-                log(
-                    logging.INFO,
-                    "received %s during the shutdown: ignored",
-                    name,
-                    path="",
-                    kind="SIGNAL",
-                )
-            elif not self._reload_hooks:
-                log(
-                    logging.INFO,
-                    "received %s: no reload hooks registered; ignored",
-                    name,
-                    path="",
-                    kind="SIGNAL",
-                )
-            else:
-                log(logging.INFO, "received %s: reloading", name, path="", kind="SIGNAL")
-                self._reload_requested.set()
-        elif not self._shutdown.triggered.is_set():
-            log(
-                logging.WARNING,
-                "received %s: shutting down (send it again to force)",
-                name,
-                path="",
-                kind="SIGNAL",
-            )
-            self._trigger(f"signal {name}")
-        elif not self._shutdown.forced:
-            log(
-                logging.WARNING,
-                "received %s again: forcing the shutdown",
-                name,
-                path="",
-                kind="SIGNAL",
-            )
-            self._shutdown.force(f"second signal {name}")
-
-    async def _reload_on_request(self) -> None:
-        # One reload at a time; SIGHUPs that come during one coalesce into the next.
-        while True:
-            await self._reload_requested.wait()
-            self._reload_requested = trio.Event()
-            await self.reload()
+    def _signal_controls(self) -> SignalControls:
+        # What the signal watcher (_signals.py, below this module) may do to the tree.
+        return SignalControls(
+            shutting_down=lambda: self.shutting_down,
+            shutdown=self._trigger,
+            force_shutdown=self._shutdown.force,
+            has_reload_hooks=lambda: bool(self._reload_hooks),
+            reload=self.reload,
+        )
 
     # -------------------------------------------------------------------------- lookups
 
@@ -611,7 +559,7 @@ async def supervisor_tree(
     try:
         async with trio.open_nursery() as nursery:
             if handle_signals:
-                await nursery.start(tree._watch_signals)
+                await nursery.start(watch_signals, tree._signal_controls())
             nursery.start_soon(tree._run_root)
             try:
                 await tree._root_started.wait()
