@@ -261,6 +261,38 @@ async def test_health_changed_events_follow_a_health_restart(
     assert changes[-1].detail.split(":")[0].endswith("-> healthy")
 
 
+async def test_a_health_restart_that_fails_once_still_reports_healthy_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Found by the model-based test: the failed start attempt had no health of its own, and
+    # it used to overwrite the unhealthy status, so the retried run never said "healthy".
+    probe = ScriptedProbe([False, False], then=True)
+    starts = 0
+
+    async def refuses_its_first_restart(
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        nonlocal starts
+        starts += 1
+        if starts == 2:
+            raise FakeCrash("refused")
+        task_status.started()
+        await trio.sleep_forever()
+
+    health = HealthCheck(probe, interval=10.0, threshold=2)
+    spec = SupervisorSpec(
+        "root", [ChildSpec("w", refuses_its_first_restart, health=health)], backoff=None
+    )
+    async with supervisor_tree(spec) as tree:
+        await trio.sleep(21)
+        assert starts == 3
+    changes = [(e.time, e.detail) for e in tree.history if e.kind is EventKind.HEALTH_CHANGED]
+    assert [(time, detail.split(":")[0]) for time, detail in changes] == [
+        (10.0, "healthy -> unhealthy"),
+        (20.0, "unhealthy -> healthy"),
+    ]
+
+
 async def test_a_service_check_health_is_the_probe_without_check(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

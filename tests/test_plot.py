@@ -158,7 +158,7 @@ async def test_a_restart_that_fails_to_start_is_a_run_of_length_zero(
         "conn": [
             (0.0, 1.0, K.STARTED, K.CRASHED, "ValueError('lost connection')"),
             # Due at 1.5, it raised 0.25 s into its start, before started().
-            (1.75, 1.75, None, K.CRASHED, "OSError('port taken')"),
+            (1.75, 1.75, None, K.START_FAILED, "OSError('port taken')"),
             (2.75, 3.75, K.RESTARTED, K.CRASHED, "ValueError('lost connection')"),
         ]
     }

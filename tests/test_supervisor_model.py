@@ -22,9 +22,6 @@ to ``MODEL_STEPS`` steps. For a deeper, randomized search set the environment va
     TRIO_SUPERVISE_MODEL_EXAMPLES=2000 TRIO_SUPERVISE_MODEL_STEPS=60 \
         python -m pytest -q tests/test_supervisor_model.py
 
-``KNOWN_GAPS`` names the places where today's runtime disagrees with the contract; each
-name turns one comparison off. The runtime rewrite empties it.
-
 ``test_only_the_supervisor_task_writes_child_state`` checks the actor rule of the runtime:
 no task other than the owning supervisor's writes a child's state.
 """
@@ -102,17 +99,6 @@ T = TypeVar("T")
 
 # ------------------------------------------------------------------------------ switches
 
-#: Where today's runtime disagrees with the contract; each name turns one check off (see
-#: the report of the branch that added this file for the shrunk step sequences):
-#:
-#: * ``"plain_start_order"``: plain workers restarted together (a one-for-all or
-#:   rest-for-one restart) run their first step in the order Trio's scheduler picks, not
-#:   in list order (§2).
-KNOWN_GAPS: frozenset[str] = frozenset({"plain_start_order"})
-
-#: The event of a child that raised before ``task_status.started()``: ``START_FAILED``
-#: once the rewrite adds it, ``CRASHED`` (detail "failed to start") until then.
-START_FAILED_KIND: EventKind = getattr(EventKind, "START_FAILED", EventKind.CRASHED)
 
 MODEL_EXAMPLES = int(os.environ.get("TRIO_SUPERVISE_MODEL_EXAMPLES", "150"))
 MODEL_STEPS = int(os.environ.get("TRIO_SUPERVISE_MODEL_STEPS", "30"))
@@ -124,7 +110,7 @@ _KINDS = {
     RESTARTED: EventKind.RESTARTED,
     EXITED: EventKind.EXITED,
     CRASHED: EventKind.CRASHED,
-    START_FAILED: START_FAILED_KIND,
+    START_FAILED: EventKind.START_FAILED,
     RESTART_SCHEDULED: EventKind.RESTART_SCHEDULED,
     TERMINATED: EventKind.TERMINATED,
     REMOVED: EventKind.REMOVED,
@@ -141,7 +127,7 @@ _IGNORED_KINDS = frozenset(
     }
 )
 # Only these events' errors are compared: the others may or may not carry the cause.
-_ERROR_KINDS = frozenset({EventKind.CRASHED, START_FAILED_KIND, EventKind.INTENSITY_EXCEEDED})
+_ERROR_KINDS = frozenset({EventKind.CRASHED, EventKind.START_FAILED, EventKind.INTENSITY_EXCEEDED})
 _TIME_TOLERANCE = 1e-9
 
 # ----------------------------------------------------------------------------- the fakes
@@ -481,14 +467,12 @@ def compare(model: Model, seen: Observation) -> list[str]:
     live = frozenset(c.path for c in model.children() if c.live and c.kind == "worker")
     if seen.live != live:
         problems.append(f"running fakes: tree {sorted(seen.live)}, model {sorted(live)}")
-    if "plain_start_order" not in KNOWN_GAPS:
-        for sup_path, attempts in model.attempts.items():
-            got_steps = [p for p in seen.first_steps if p.rpartition("/")[0] == sup_path]
-            if got_steps != attempts:
-                problems.append(
-                    f"first steps under {sup_path or '(root)'!r}: tree {got_steps},"
-                    f" model {attempts}"
-                )
+    for sup_path, attempts in model.attempts.items():
+        got_steps = [p for p in seen.first_steps if p.rpartition("/")[0] == sup_path]
+        if got_steps != attempts:
+            problems.append(
+                f"first steps under {sup_path or '(root)'!r}: tree {got_steps}, model {attempts}"
+            )
     real: dict[str, list[tuple[str, int | None, float, str | None]]] = {}
     for event in seen.events:
         if event.kind not in _IGNORED_KINDS:
@@ -818,7 +802,7 @@ class StateWrites:
 
     def owner_of(self, child: object) -> Any:
         for supervisor in self.supervisors:
-            if any(c is child for c in supervisor.children):
+            if any(c is child for c in supervisor.children.values()):
                 self.owners[id(child)] = supervisor
                 return supervisor
         return self.owners.get(id(child))
@@ -839,11 +823,6 @@ class StateWrites:
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="today the tree handle, the child's own task and the health probe write child"
-    " state; the runtime rewrite makes the supervisor's task the only writer",
-)
 async def test_only_the_supervisor_task_writes_child_state(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -431,8 +431,9 @@ class StopChain:
             await run.wait_exited()
 
     async def _stop_service(self, run: Run) -> None:
+        # No ``stop_chain`` here: this task awaits the exit itself, and a hand-on from the
+        # exit would step past the next run.
         limit = self._begin(run)
-        run.stop_chain = self
         deadline = stop_deadline(run, limit)
         with trio.move_on_at(deadline):
             if limit == 0:

@@ -218,6 +218,11 @@ class Supervisor:
         # state is then at rest, and an exit or a deletion may be applied synchronously,
         # exactly as the loop would apply it next.
         self._idle = False
+        # True while another task runs one of this supervisor's handlers on its behalf: in
+        # a run's task when the run exits (the supervisor is idle, or waits for exactly that
+        # stop), or in the caller's of an idle delete_child. Only such handlers and the
+        # supervisor's own task write its children (checked by the tests).
+        self._inline = False
         # Restarts in place apply to one-for-one supervisors without backoff only.
         self._restarts_in_place = spec.strategy is Strategy.ONE_FOR_ONE and spec.backoff is None
         self._pending: list[_Pending] = []
@@ -462,7 +467,8 @@ class Supervisor:
         spec = child.spec
         previous = child.run
         if previous is not None:
-            child.stale_health = previous.health
+            if previous.started:  # a start that failed had no health of its own
+                child.stale_health = previous.health
             if isinstance(spec, SupervisorSpec):
                 self._forget_dynamic_children(previous, spec)
         run = Run(self, spec, ChildContext(spec.name, child.path, child.restarts), after_exit)
@@ -529,6 +535,13 @@ class Supervisor:
         is idle and the exit is a one-for-one restart without backoff of a plain target:
         then it is restarted in place, and the next run is returned to run in this task.
         """
+        self._inline = True
+        try:
+            return self._take_exit(run)
+        finally:
+            self._inline = False
+
+    def _take_exit(self, run: Run) -> Run | None:
         if run.cause is not None:
             self._record_stopped(run)
             chain = run.stop_chain
@@ -888,7 +901,11 @@ class Supervisor:
         deletion waits in its queue behind it, so it never races that work.
         """
         if self._idle:
-            self._delete(child)
+            self._inline = True
+            try:
+                self._delete(child)
+            finally:
+                self._inline = False
         else:
             self.post(_Delete(child))
 

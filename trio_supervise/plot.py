@@ -55,14 +55,15 @@ __all__ = [
 # Events that start a run of a child.
 _START_KINDS: Final = frozenset({EventKind.STARTED, EventKind.RESTARTED})
 # Events that end a run of a child.
-_END_KINDS: Final = frozenset({EventKind.CRASHED, EventKind.EXITED, EventKind.TERMINATED})
+_END_KINDS: Final = frozenset(
+    {EventKind.CRASHED, EventKind.START_FAILED, EventKind.EXITED, EventKind.TERMINATED}
+)
+# Ends that carry the exception.
+_ERROR_KINDS: Final = frozenset({EventKind.CRASHED, EventKind.START_FAILED})
 # Other events whose ``path`` is a child's (and that give it a row of its own).
 _CHILD_MARK_KINDS: Final = frozenset(
     {EventKind.RESTART_SCHEDULED, EventKind.STOP_TIMEOUT, EventKind.REMOVED}
 )
-# The supervisor's ``detail`` of a CRASHED event for a start that raised before
-# ``task_status.started()``: there was no run, only a failed attempt.
-_FAILED_START: Final = "failed to start"
 
 # Colours from matplotlib's default palette, so the pictures look familiar.
 _RUN_COLOR: Final = "tab:blue"
@@ -89,11 +90,12 @@ class Run:
       end: when it ended; None while it was still running at the end of the history.
       started_by: ``STARTED`` or ``RESTARTED``; None when the start is not in the history:
         a start that raised before ``task_status.started()`` (a run of length zero, ended
-        by ``CRASHED``), or a run that started before the oldest event the bounded history
-        kept (it is then taken to start at that oldest event).
-      ended_by: ``CRASHED``, ``EXITED`` or ``TERMINATED``; None when no end event was
-        seen (still running; or, which a tree never emits, started again without an end).
-      error: the exception of a ``CRASHED`` end, else None.
+        by ``START_FAILED``), or a run that started before the oldest event the bounded
+        history kept (it is then taken to start at that oldest event).
+      ended_by: ``CRASHED``, ``START_FAILED``, ``EXITED`` or ``TERMINATED``; None when no
+        end event was seen (still running; or, which a tree never emits, started again
+        without an end).
+      error: the exception of a ``CRASHED`` or ``START_FAILED`` end, else None.
       restarts: the child's restart count during this run.
       detail: the ``detail`` of the event that ended the run ("" while running).
     """
@@ -151,11 +153,12 @@ def runs_from_history(history: Sequence[Event]) -> dict[str, list[Run]]:
     """Split a tree's events into the runs of each child.
 
     A run starts at ``STARTED`` or ``RESTARTED`` and ends at the child's next ``CRASHED``,
-    ``EXITED`` or ``TERMINATED``. A run with no end event yet has ``end=None``. An end
-    event with no start before it is a start that raised before ``task_status.started()``
-    (a run of length zero) or a run older than the bounded history (taken to start at its
-    oldest event); their ``started_by`` is None. Events of the root supervisor (path
-    ``""``), of shutdown and reload hooks, and health changes make no runs.
+    ``EXITED`` or ``TERMINATED``. A run with no end event yet has ``end=None``. A
+    ``START_FAILED`` (a start that raised before ``task_status.started()``) is a run of
+    length zero; any other end event with no start before it is a run older than the
+    bounded history (taken to start at its oldest event); their ``started_by`` is None.
+    Events of the root supervisor (path ``""``), of shutdown and reload hooks, and health
+    changes make no runs.
 
     Args:
       history: events, oldest first, as ``tree.history`` gives them.
@@ -185,10 +188,10 @@ def runs_from_history(history: Sequence[Event]) -> dict[str, list[Run]]:
                 done.append(attrs.evolve(current, end=event.time))
             open_runs[path] = Run(path, event.time, None, event.kind, None, restarts=event.restarts)
         elif event.kind in _END_KINDS:
-            error = event.error if event.kind is EventKind.CRASHED else None
+            error = event.error if event.kind in _ERROR_KINDS else None
             current = open_runs.pop(path, None)
             if current is None:
-                failed_start = event.kind is EventKind.CRASHED and event.detail == _FAILED_START
+                failed_start = event.kind is EventKind.START_FAILED
                 current = Run(
                     path,
                     event.time if failed_start or done else oldest,
@@ -361,6 +364,7 @@ _MARKS: Final = {
 }
 _END_MARKS: Final = {
     EventKind.CRASHED: "crash",
+    EventKind.START_FAILED: "crash",  # abnormal as a crash, and counted as one by intensity
     EventKind.EXITED: "exit",
     EventKind.TERMINATED: "terminated",
 }
@@ -380,8 +384,8 @@ def restart_timeline(
     Reading it: first runs are blue, restarted runs green; a hatched segment is a child
     waiting to be restarted after a crash or a group stop (backoff, or its siblings being
     stopped for a one-for-all or rest-for-one restart); a blank gap is a child stopped on
-    purpose. A red x is a crash, labelled with the exception's type; a black bar end a
-    clean exit (it returned, or its supervisor stopped it); a grey square a
+    purpose. A red x is a crash or a failed start, labelled with the exception's type; a
+    black bar end a clean exit (it returned, or its supervisor stopped it); a grey square a
     ``terminate_child`` or the shutdown; an orange triangle a ``STOP_TIMEOUT``. A nested
     supervisor that gave up (``INTENSITY_EXCEEDED``) gets a red star on its row, the root a
     red dashed line. Rows are in tree order (see ``runs_from_history``). Health changes
