@@ -642,9 +642,9 @@ def test_supervisorspec_bad_shutdown_timeout(value: float, shown: str) -> None:
     ("value", "shown"), [(0, "0"), (0.0, "0.0"), (-1, "-1"), (math.nan, "nan")]
 )
 def test_max_seconds_must_be_positive(value: float, shown: str) -> None:
-    # The rule is max_seconds > 0: a message saying ">= 0" for -1 would send the user to 0,
-    # which is rejected too.
-    with spec_error(f"SupervisorSpec 'root': max_seconds must be > 0 (got {shown})"):
+    # The rule is max_seconds > 0 and finite: a message saying ">= 0" for -1 would send the
+    # user to 0, which is rejected too.
+    with spec_error(f"SupervisorSpec 'root': max_seconds must be > 0 and finite (got {shown})"):
         SupervisorSpec("root", max_seconds=value)
 
 
