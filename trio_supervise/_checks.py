@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Literal, overload
+from typing import Literal, TypeGuard, overload
 
 __all__ = [
     "async_function",
@@ -51,12 +51,12 @@ __all__ = [
 ErrorClass = type[Exception]
 
 
-def is_number(value: object) -> bool:
+def is_number(value: object) -> TypeGuard[float]:
     """True for an ``int`` or ``float`` that is not a ``bool``."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def is_int(value: object) -> bool:
+def is_int(value: object) -> TypeGuard[int]:
     """True for an ``int`` that is not a ``bool``."""
     return isinstance(value, int) and not isinstance(value, bool)
 
