@@ -648,6 +648,13 @@ def test_max_seconds_must_be_positive(value: float, shown: str) -> None:
         SupervisorSpec("root", max_seconds=value)
 
 
+def test_max_seconds_must_be_finite() -> None:
+    # OTP refuses an infinite period: a window that never ends makes every restart count
+    # forever, so the intensity would be a lifetime budget, not a rate.
+    with spec_error("SupervisorSpec 's': max_seconds must be > 0 and finite (got inf)"):
+        SupervisorSpec("s", max_seconds=math.inf)
+
+
 def test_max_seconds_small_positive_allowed() -> None:
     assert SupervisorSpec("root", max_seconds=1e-9).max_seconds == 1e-9
 
