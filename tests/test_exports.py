@@ -361,3 +361,118 @@ def test_supervisor_tree_handle_has_no_public_constructor() -> None:
         cls()
     with pytest.raises(TypeError, match=r"^trio_supervise\.SupervisorTree has no public"):
         cls(trio_supervise.SupervisorSpec("root"), (), 30.0, 1000, None)
+
+
+# ------------------------------------------------- every numeric option refuses True and NaN
+
+
+async def _probe() -> bool:
+    return True  # pragma: no cover
+
+
+async def _hook() -> None:
+    pass  # pragma: no cover
+
+
+async def _handler(connection: object) -> None:
+    pass  # pragma: no cover
+
+
+class _Service:
+    async def run(self) -> None:
+        pass  # pragma: no cover
+
+
+async def _asgi(scope: object, receive: object, send: object) -> None:
+    pass  # pragma: no cover
+
+
+def _numeric_options() -> list[tuple[str, str, Any]]:
+    """(where, option, a function of the value that builds with it), for each public option."""
+    from trio_supervise import (
+        Backoff,
+        ChildSpec,
+        DrainDelay,
+        HealthCheck,
+        ShutdownHook,
+        SupervisorSpec,
+        SystemdNotifier,
+    )
+    from trio_supervise.integrations.http import HTTPServer
+    from trio_supervise.integrations.websocket import WebSocketServer
+
+    options: list[tuple[str, str, Any]] = [
+        ("ChildSpec", "shutdown_timeout", lambda v: ChildSpec("c", _hook, shutdown_timeout=v)),
+        (
+            "ChildSpec.service",
+            "shutdown_timeout",
+            lambda v: ChildSpec.service("c", _Service, shutdown_timeout=v),
+        ),
+        ("ShutdownHook", "priority", lambda v: ShutdownHook("h", _hook, priority=v)),
+        ("ShutdownHook", "timeout", lambda v: ShutdownHook("h", _hook, priority=0, timeout=v)),
+        ("DrainDelay", "seconds", lambda v: DrainDelay(v)),
+        (
+            "SystemdNotifier",
+            "watchdog_interval",
+            lambda v: SystemdNotifier("/n", watchdog_interval=v),
+        ),
+        ("HTTPServer", "port", lambda v: HTTPServer(_asgi, port=v)),
+        ("HTTPServer", "graceful_timeout", lambda v: HTTPServer(_asgi, graceful_timeout=v)),
+        (
+            "HTTPServer.child_spec",
+            "shutdown_timeout",
+            lambda v: HTTPServer(_asgi).child_spec(shutdown_timeout=v),
+        ),
+        (
+            "HTTPServer.shutdown_hook",
+            "timeout",
+            lambda v: HTTPServer(_asgi).shutdown_hook(timeout=v),
+        ),
+        ("WebSocketServer", "port", lambda v: WebSocketServer(_handler, port=v)),
+        ("WebSocketServer", "close_timeout", lambda v: WebSocketServer(_handler, close_timeout=v)),
+        (
+            "WebSocketServer.child_spec",
+            "shutdown_timeout",
+            lambda v: WebSocketServer(_handler).child_spec(shutdown_timeout=v),
+        ),
+    ]
+    for name in ("max_restarts", "max_seconds", "max_children", "shutdown_timeout"):
+        options.append(
+            ("SupervisorSpec", name, lambda v, name=name: SupervisorSpec("s", **{name: v}))
+        )
+    for name in ("initial", "maximum", "factor", "jitter", "reset_after"):
+        options.append(("Backoff", name, lambda v, name=name: Backoff(**{name: v})))
+    for name in ("interval", "timeout", "threshold"):
+        options.append(("HealthCheck", name, lambda v, name=name: HealthCheck(_probe, **{name: v})))
+    return options
+
+
+async def _enter_tree(**kwargs: Any) -> None:
+    async with trio_supervise.supervisor_tree(trio_supervise.SupervisorSpec("s"), **kwargs):
+        pass  # pragma: no cover
+
+
+@pytest.mark.parametrize("value", [True, float("nan")], ids=["True", "nan"])
+async def test_every_numeric_option_refuses_a_bool_and_nan(value: object) -> None:
+    # A bool is no number of seconds and NaN fails every rule: each option must say so,
+    # naming itself, however its module checks it. (supervisor_tree took True as 1 second.)
+    accepted: list[str] = []
+    unnamed: list[str] = []
+    for where, option, build in _numeric_options():
+        try:
+            build(value)
+        except (ValueError, TypeError) as exc:
+            if f"{option} must be" not in str(exc) or f"(got {value!r})" not in str(exc):
+                unnamed.append(f"{where}({option}={value!r}): {exc}")
+        else:
+            accepted.append(f"{where}({option}={value!r})")
+    for option in ("shutdown_deadline", "history_size"):
+        try:
+            await _enter_tree(**{option: value})
+        except (ValueError, TypeError) as exc:
+            if f"{option} must be" not in str(exc) or f"(got {value!r})" not in str(exc):
+                unnamed.append(f"supervisor_tree({option}={value!r}): {exc}")
+        else:
+            accepted.append(f"supervisor_tree({option}={value!r})")
+    assert accepted == []
+    assert unnamed == []

@@ -786,19 +786,19 @@ async def asgi(scope: object, receive: object, send: object) -> None:
         ),
         (
             {"port": -1},
-            "HTTPServer: port must be an int in [0, 65535] (got -1); 0 picks a free port",
+            "HTTPServer: port must be within [0, 65535] (got -1); 0 picks a free port",
         ),
         (
             {"port": 65536},
-            "HTTPServer: port must be an int in [0, 65535] (got 65536); 0 picks a free port",
+            "HTTPServer: port must be within [0, 65535] (got 65536); 0 picks a free port",
         ),
         (
             {"port": "80"},
-            "HTTPServer: port must be an int in [0, 65535] (got '80'); 0 picks a free port",
+            "HTTPServer: port must be an int within [0, 65535] (got '80'); 0 picks a free port",
         ),
         (
             {"port": True},
-            "HTTPServer: port must be an int in [0, 65535] (got True); 0 picks a free port",
+            "HTTPServer: port must be an int within [0, 65535] (got True); 0 picks a free port",
         ),
         ({"drain": 5}, "HTTPServer: drain must be a DrainDelay or None (got 5)"),
         (

@@ -567,17 +567,17 @@ def test_timeline_of_an_empty_history_says_so(tmp_path: Path) -> None:
         (
             {"until": math.nan},
             ValueError,
-            r"^restart_timeline: until must be a finite number or None \(got nan\)$",
+            r"^restart_timeline: until must be finite or None \(got nan\)$",
         ),
         (
             {"origin": "0"},
             TypeError,
-            r"^restart_timeline: origin must be a number or None \(got str: '0'\)$",
+            r"^restart_timeline: origin must be a finite number or None \(got '0'\)$",
         ),
         (
             {"until": True},
             TypeError,
-            r"^restart_timeline: until must be a number or None \(got bool: True\)$",
+            r"^restart_timeline: until must be a finite number or None \(got True\)$",
         ),
         (
             {"ax": "left"},
@@ -807,13 +807,13 @@ def test_gantt_draws_on_the_axes_it_is_given() -> None:
             ShutdownReport("requested", 0.0, 0.0, False, []),
             {"deadline": -1.0},
             ValueError,
-            r"^shutdown_gantt: deadline must be >= 0 seconds or None \(got -1\.0\)$",
+            r"^shutdown_gantt: deadline must be >= 0 and finite or None \(got -1\.0\)$",
         ),
         (
             ShutdownReport("requested", 0.0, 0.0, False, []),
             {"deadline": math.inf},
             ValueError,
-            r"^shutdown_gantt: deadline must be a finite number or None \(got inf\)$",
+            r"^shutdown_gantt: deadline must be >= 0 and finite or None \(got inf\)$",
         ),
         (
             ShutdownReport("requested", 0.0, 0.0, False, []),

@@ -642,10 +642,17 @@ def test_supervisorspec_bad_shutdown_timeout(value: float, shown: str) -> None:
     ("value", "shown"), [(0, "0"), (0.0, "0.0"), (-1, "-1"), (math.nan, "nan")]
 )
 def test_max_seconds_must_be_positive(value: float, shown: str) -> None:
-    # The rule is max_seconds > 0: a message saying ">= 0" for -1 would send the user to 0,
-    # which is rejected too.
-    with spec_error(f"SupervisorSpec 'root': max_seconds must be > 0 (got {shown})"):
+    # The rule is max_seconds > 0 and finite: a message saying ">= 0" for -1 would send the
+    # user to 0, which is rejected too.
+    with spec_error(f"SupervisorSpec 'root': max_seconds must be > 0 and finite (got {shown})"):
         SupervisorSpec("root", max_seconds=value)
+
+
+def test_max_seconds_must_be_finite() -> None:
+    # OTP refuses an infinite period: a window that never ends makes every restart count
+    # forever, so the intensity would be a lifetime budget, not a rate.
+    with spec_error("SupervisorSpec 's': max_seconds must be > 0 and finite (got inf)"):
+        SupervisorSpec("s", max_seconds=math.inf)
 
 
 def test_max_seconds_small_positive_allowed() -> None:

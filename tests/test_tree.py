@@ -242,6 +242,30 @@ async def test_bad_arguments_to_supervisor_tree() -> None:
             pass  # pragma: no cover
 
 
+async def test_a_bool_deadline_is_refused_as_a_hook_timeout_is() -> None:
+    # True is no number of seconds; supervisor_tree used to take it as 1.
+    async def flush() -> None:
+        pass  # pragma: no cover
+
+    with pytest.raises(SpecError) as hook_error:
+        ShutdownHook("flush", flush, priority=Band.FLUSH, timeout=True)
+    with pytest.raises(SpecError) as tree_error:
+        async with supervisor_tree(app(), shutdown_deadline=True):
+            pass  # pragma: no cover
+    assert str(hook_error.value) == (
+        "ShutdownHook 'flush': timeout must be a number >= 0 or None (got True)"
+    )
+    assert str(tree_error.value) == (
+        "supervisor_tree: shutdown_deadline must be a number >= 0 (got True)"
+    )
+
+
+async def test_a_bool_history_size_is_refused() -> None:
+    with pytest.raises(SpecError, match=r"^supervisor_tree: history_size must be an int >= 0"):
+        async with supervisor_tree(app(), history_size=True):
+            pass  # pragma: no cover
+
+
 # ------------------------------------------------------------------------ current_tree()
 
 

@@ -11,9 +11,9 @@ from typing import Literal, NamedTuple, final
 import attrs
 import trio
 
+from . import _checks
 from ._errors import SpecError
 from ._events import EventBus, EventKind, _new_tuple, log, logger
-from ._spec import _check_async_function, _check_time
 
 
 class Band(enum.IntEnum):
@@ -55,12 +55,9 @@ class ShutdownHook:
         if not isinstance(self.name, str) or not self.name:
             raise SpecError(f"ShutdownHook: name must be a non-empty string (got {self.name!r})")
         owner = f"ShutdownHook {self.name!r}"
-        _check_async_function(owner, "fn", self.fn)
-        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
-            raise SpecError(f"{owner}: priority must be an int >= 0 (got {self.priority!r})")
-        if self.priority < 0:
-            raise SpecError(f"{owner}: priority must be >= 0 (got {self.priority!r})")
-        _check_time(owner, "timeout", self.timeout, allow_none=True)
+        _checks.async_function(owner, "fn", self.fn, error=SpecError)
+        _checks.integer(owner, "priority", self.priority, at_least=0, error=SpecError)
+        _checks.number(owner, "timeout", self.timeout, at_least=0, none=True, error=SpecError)
 
     @property
     def band(self) -> int:
@@ -308,7 +305,7 @@ class DrainDelay:
     """
 
     def __init__(self, seconds: float = 5.0, *, name: str = "drain-delay") -> None:
-        _check_time(f"DrainDelay {name!r}", "seconds", seconds, allow_none=False)
+        _checks.number(f"DrainDelay {name!r}", "seconds", seconds, at_least=0, error=SpecError)
         self.seconds = float(seconds)
         self.hook = ShutdownHook(name, self._run, priority=Band.STOP_ACCEPTING)
         self._done = trio.Event()

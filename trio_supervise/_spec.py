@@ -16,6 +16,8 @@ from typing import Any, final
 
 import attrs
 
+from . import _checks
+from ._checks import describe as _describe
 from ._errors import SpecError
 
 
@@ -74,36 +76,6 @@ AsyncFunction = Callable[..., Awaitable[Any]]
 HealthProbe = Callable[[], Awaitable["bool | HealthStatus"]]
 
 
-def _describe(value: object) -> str:
-    name = getattr(value, "__qualname__", None) or type(value).__name__
-    return f"{type(value).__name__} {name!r}"
-
-
-def _is_async_callable(fn: object) -> bool:
-    # inspect.iscoroutinefunction already looks through functools.partial and
-    # inspect.markcoroutinefunction; callable objects need their __call__ checked.
-    if inspect.iscoroutinefunction(fn):
-        return True
-    return (
-        callable(fn) and not inspect.isclass(fn) and inspect.iscoroutinefunction(type(fn).__call__)
-    )
-
-
-def _check_async_function(owner: str, field: str, fn: object) -> None:
-    if inspect.iscoroutine(fn):
-        # Close it so Python does not also warn "coroutine was never awaited".
-        fn.close()
-        raise SpecError(
-            f"{owner}: {field} must be an async function, not a coroutine object"
-            f" (got {fn!r}); pass the function itself, e.g. {field}=worker, not worker()"
-        )
-    if not _is_async_callable(fn):
-        raise SpecError(
-            f"{owner}: {field} must be an async function (async def) that is called anew"
-            f" on every start (got {_describe(fn)}); write it with 'async def'"
-        )
-
-
 def _takes_task_status(fn: Callable[..., object]) -> bool:
     # signature() looks through partials and bound methods and drops a callable's self.
     try:
@@ -111,28 +83,6 @@ def _takes_task_status(fn: Callable[..., object]) -> bool:
     except (TypeError, ValueError):  # builtins and odd callables: assume the plain shape
         return False
     return "task_status" in parameters
-
-
-def _check_time(owner: str, field: str, value: float | None, *, allow_none: bool) -> None:
-    rule = ">= 0 or None" if allow_none else ">= 0"
-    if value is None:
-        if allow_none:
-            return
-        raise SpecError(f"{owner}: {field} must be a number {rule} (got None)")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SpecError(f"{owner}: {field} must be a number {rule} (got {value!r})")
-    if math.isnan(value) or value < 0:
-        raise SpecError(f"{owner}: {field} must be {rule} (got {value!r})")
-
-
-def _check_positive(owner: str, field: str, value: object) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or math.isnan(value)
-        or value <= 0
-    ):
-        raise SpecError(f"{owner}: {field} must be > 0 (got {value!r})")
 
 
 def _check_name(kind: str, name: object) -> None:
@@ -174,21 +124,14 @@ class Backoff:
 
     def __attrs_post_init__(self) -> None:
         for field in ("initial", "maximum", "reset_after"):
-            _check_time("Backoff", field, getattr(self, field), allow_none=False)
+            _checks.number("Backoff", field, getattr(self, field), at_least=0, error=SpecError)
         if self.initial > self.maximum:
             raise SpecError(
                 f"Backoff: initial must be <= maximum (got initial={self.initial!r},"
                 f" maximum={self.maximum!r}); raise maximum or lower initial"
             )
-        factor, jitter = self.factor, self.jitter
-        if (
-            isinstance(factor, bool)
-            or not isinstance(factor, int | float)
-            or not 1 <= factor < math.inf
-        ):
-            raise SpecError(f"Backoff: factor must be >= 1 and finite (got {factor!r})")
-        if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter <= 1:
-            raise SpecError(f"Backoff: jitter must be within [0, 1] (got {jitter!r})")
+        _checks.number("Backoff", "factor", self.factor, at_least=1, finite=True, error=SpecError)
+        _checks.number("Backoff", "jitter", self.jitter, at_least=0, at_most=1, error=SpecError)
 
     def base_delay(self, attempt: int) -> float:
         """The un-jittered delay before the ``attempt``-th consecutive restart (1-based)."""
@@ -236,13 +179,10 @@ class HealthCheck:
 
     def __attrs_post_init__(self) -> None:
         if self.check is not None:
-            _check_async_function("HealthCheck", "check", self.check)
+            _checks.async_function("HealthCheck", "check", self.check, error=SpecError)
         for field in ("interval", "timeout"):
-            _check_positive("HealthCheck", field, getattr(self, field))
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int):
-            raise SpecError(f"HealthCheck: threshold must be an int >= 1 (got {self.threshold!r})")
-        if self.threshold < 1:
-            raise SpecError(f"HealthCheck: threshold must be >= 1 (got {self.threshold!r})")
+            _checks.number("HealthCheck", field, getattr(self, field), above=0, error=SpecError)
+        _checks.integer("HealthCheck", "threshold", self.threshold, at_least=1, error=SpecError)
 
 
 @final
@@ -331,12 +271,14 @@ class ChildSpec:
         _check_name("ChildSpec", self.name)
         owner = f"ChildSpec {self.name!r}"
         if not isinstance(self.target, ServiceTarget):
-            _check_async_function(owner, "target", self.target)
+            _checks.async_function(owner, "target", self.target, error=SpecError)
         if not isinstance(self.args, tuple):
             raise SpecError(f"{owner}: args must be a tuple (got {self.args!r})")
         if not isinstance(self.restart, Restart):
             raise SpecError(f"{owner}: restart must be a Restart (got {self.restart!r})")
-        _check_time(owner, "shutdown_timeout", self.shutdown_timeout, allow_none=True)
+        _checks.number(
+            owner, "shutdown_timeout", self.shutdown_timeout, at_least=0, none=True, error=SpecError
+        )
         if self.health is not None and not isinstance(self.health, HealthCheck):
             raise SpecError(f"{owner}: health must be a HealthCheck or None (got {self.health!r})")
         if self.health is not None and self.health.check is None and not self.is_service:
@@ -390,8 +332,7 @@ class ChildSpec:
 
 
 def _check_significant(owner: str, significant: object, restart: Restart) -> None:
-    if not isinstance(significant, bool):
-        raise SpecError(f"{owner}: significant must be a bool (got {significant!r})")
+    _checks.boolean(owner, "significant", significant, error=SpecError)
     if significant and restart is Restart.PERMANENT:
         raise SpecError(
             f"{owner}: significant=True needs restart=TRANSIENT or TEMPORARY, because a"
@@ -433,7 +374,7 @@ class SupervisorSpec:
 
     Raises:
       SpecError: for empty or duplicate child names, ``max_restarts < 0``,
-        ``max_seconds <= 0``, significant children under ``AutoShutdown.NEVER``, more
+        ``max_seconds <= 0`` or not finite, significant children under ``AutoShutdown.NEVER``, more
         static children than ``max_children``, and bad values of the fields above.
     """
 
@@ -463,35 +404,26 @@ class SupervisorSpec:
             raise SpecError(
                 f"{owner}: auto_shutdown must be an AutoShutdown (got {self.auto_shutdown!r})"
             )
-        if isinstance(self.max_restarts, bool) or not isinstance(self.max_restarts, int):
-            raise SpecError(
-                f"{owner}: max_restarts must be an int >= 0 (got {self.max_restarts!r})"
-            )
-        if self.max_restarts < 0:
-            raise SpecError(f"{owner}: max_restarts must be >= 0 (got {self.max_restarts!r})")
-        _check_positive(owner, "max_seconds", self.max_seconds)
+        _checks.integer(owner, "max_restarts", self.max_restarts, at_least=0, error=SpecError)
+        # OTP refuses an infinite period too: a window that never ends is no intensity.
+        _checks.number(
+            owner, "max_seconds", self.max_seconds, above=0, finite=True, error=SpecError
+        )
         if self.backoff is not None and not isinstance(self.backoff, Backoff):
             raise SpecError(f"{owner}: backoff must be a Backoff or None (got {self.backoff!r})")
-        _check_time(owner, "shutdown_timeout", self.shutdown_timeout, allow_none=True)
+        _checks.number(
+            owner, "shutdown_timeout", self.shutdown_timeout, at_least=0, none=True, error=SpecError
+        )
         _check_significant(owner, self.significant, self.restart)
-        if not isinstance(self.concurrent_stop, bool):
+        _checks.boolean(owner, "concurrent_stop", self.concurrent_stop, error=SpecError)
+        _checks.integer(
+            owner, "max_children", self.max_children, at_least=0, none=True, error=SpecError
+        )
+        if self.max_children is not None and self.max_children < len(self.children):
             raise SpecError(
-                f"{owner}: concurrent_stop must be a bool (got {self.concurrent_stop!r})"
+                f"{owner}: max_children={self.max_children} is less than its"
+                f" {len(self.children)} static children; raise max_children"
             )
-        if self.max_children is not None:
-            if isinstance(self.max_children, bool) or not isinstance(self.max_children, int):
-                raise SpecError(
-                    f"{owner}: max_children must be an int >= 0 or None (got {self.max_children!r})"
-                )
-            if self.max_children < 0:
-                raise SpecError(
-                    f"{owner}: max_children must be >= 0 or None (got {self.max_children!r})"
-                )
-            if self.max_children < len(self.children):
-                raise SpecError(
-                    f"{owner}: max_children={self.max_children} is less than its"
-                    f" {len(self.children)} static children; raise max_children"
-                )
         seen: set[str] = set()
         for child in self.children:
             if not isinstance(child, ChildSpec | SupervisorSpec):

@@ -10,7 +10,6 @@ The protocol of sd_notify(3) needs no library: a notification is one datagram of
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import socket
@@ -20,6 +19,7 @@ from typing import Protocol, final
 
 import trio
 
+from . import _checks
 from ._context import ChildState
 from ._events import Event, log
 from ._health import HealthReport
@@ -209,15 +209,14 @@ class SystemdNotifier:
                 "SystemdNotifier: address must be an absolute path or an abstract name starting"
                 f" with '\\0' (got {address!r}); use from_environ() to read $NOTIFY_SOCKET"
             )
-        if watchdog_interval is not None and (
-            isinstance(watchdog_interval, bool)
-            or not isinstance(watchdog_interval, int | float)
-            or not 0 < watchdog_interval < math.inf
-        ):
-            raise ValueError(
-                "SystemdNotifier: watchdog_interval must be a number of seconds > 0 or None"
-                f" (got {watchdog_interval!r})"
-            )
+        _checks.number(
+            "SystemdNotifier",
+            "watchdog_interval",
+            watchdog_interval,
+            above=0,
+            finite=True,
+            none=True,
+        )
         #: The socket address (a path, or ``"\0name"``), or None when disabled.
         self.address = address
         #: Seconds between watchdog pings, or None when systemd expects none.

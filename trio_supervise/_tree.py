@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -13,6 +12,7 @@ from typing import Any, NoReturn, final
 import attrs
 import trio
 
+from . import _checks
 from ._context import ChildState
 from ._errors import (
     ChildNotFoundError,
@@ -26,7 +26,7 @@ from ._health import HealthReport, health_report, walk
 from ._runner import StopCause
 from ._shutdown import Band, Shutdown, ShutdownHook, ShutdownReport
 from ._signals import SignalControls, watch_signals
-from ._spec import ChildSpec, SupervisorSpec, _check_async_function
+from ._spec import ChildSpec, SupervisorSpec
 from ._supervisor import Child, Supervisor, TreeShared
 from ._systemd import SystemdNotifier, TreeNotifications
 
@@ -456,7 +456,7 @@ def _check_reload_hook(name: object, fn: object, taken: Mapping[str, object]) ->
         raise SpecError(f"reload hook: name must be a non-empty string (got {name!r})")
     if name in taken:
         raise SpecError(f"reload hook {name!r}: the name is taken; give each hook its own name")
-    _check_async_function(f"reload hook {name!r}", "fn", fn)
+    _checks.async_function(f"reload hook {name!r}", "fn", fn, error=SpecError)
 
 
 @final
@@ -529,16 +529,9 @@ async def supervisor_tree(
     """
     if not isinstance(spec, SupervisorSpec):
         raise SpecError(f"supervisor_tree takes a SupervisorSpec (got {spec!r})")
-    if (
-        not isinstance(shutdown_deadline, int | float)
-        or not shutdown_deadline >= 0
-        or (math.isnan(shutdown_deadline))
-    ):
-        raise SpecError(
-            f"supervisor_tree: shutdown_deadline must be >= 0 (got {shutdown_deadline!r})"
-        )
-    if isinstance(history_size, bool) or not isinstance(history_size, int) or history_size < 0:
-        raise SpecError(f"supervisor_tree: history_size must be an int >= 0 (got {history_size!r})")
+    owner = "supervisor_tree"
+    _checks.number(owner, "shutdown_deadline", shutdown_deadline, at_least=0, error=SpecError)
+    _checks.integer(owner, "history_size", history_size, at_least=0, error=SpecError)
     for hook in hooks:
         if not isinstance(hook, ShutdownHook):
             raise SpecError(f"supervisor_tree: hooks must be ShutdownHook values (got {hook!r})")

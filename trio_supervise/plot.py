@@ -23,12 +23,12 @@ Example::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Final, final
 
 import attrs
 
+from . import _checks
 from ._events import Event, EventKind
 from ._shutdown import Band, HookStatus, ShutdownReport
 
@@ -279,16 +279,13 @@ def hook_bars(report: ShutdownReport) -> list[HookBar]:
 # ------------------------------------------------------------------------------- drawing
 
 
-def _check_time(where: str, name: str, value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(
-            f"{where}: {name} must be a number or None (got {type(value).__name__}: {value!r})"
-        )
-    if not math.isfinite(value):
-        raise ValueError(f"{where}: {name} must be a finite number or None (got {value!r})")
-    return float(value)
+def _check_time(
+    where: str, name: str, value: object, *, at_least: float | None = None
+) -> float | None:
+    checked = _checks.number(
+        where, name, value, at_least=at_least, finite=True, none=True, type_error=TypeError
+    )
+    return None if checked is None else float(checked)
 
 
 def _root_figure(ax: Axes) -> Figure:
@@ -606,9 +603,7 @@ def shutdown_gantt(
     """
     where = "shutdown_gantt"
     report = _check_report(report, where)
-    deadline = _check_time(where, "deadline", deadline)
-    if deadline is not None and deadline < 0:
-        raise ValueError(f"{where}: deadline must be >= 0 seconds or None (got {deadline!r})")
+    deadline = _check_time(where, "deadline", deadline, at_least=0)
     bars = hook_bars(report)
     figure, ax = _axes(ax, len(bars), where)
     ax.set_xlabel("seconds since the shutdown started")

@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Self, TypeVar
 
 import trio
 
-from .. import Band, ShutdownHook
+from .. import Band, ShutdownHook, _checks
 
 if TYPE_CHECKING:
     import psycopg
@@ -212,7 +212,7 @@ def _check_insert(sql: str, id_column: object) -> None:
 
 
 def _as_id(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not _checks.is_int(value):
         raise DatabaseError(
             f"insert(): the statement's RETURNING clause gave {value!r} as the new row's id,"
             " not an integer; return the integer id column first"

@@ -62,11 +62,12 @@ import attrs
 import trio
 import trio.lowlevel
 
+from .. import _checks
 from .._context import ChildState, current_child_path
 from .._errors import SpecError
 from .._events import log
 from .._shutdown import Band, DrainDelay, ShutdownHook
-from .._spec import ChildSpec, _check_time, _is_async_callable
+from .._spec import ChildSpec
 from .._tree import SupervisorTree, current_tree
 
 try:
@@ -104,6 +105,7 @@ _JSON: Final = "application/json"
 # for it, and it takes a few scheduler ticks after the trigger. Tick first, then back off.
 _CLOSE_TICKS: Final = 20
 _CLOSE_POLL: Final = 0.002
+_PORT_HINT: Final = "; 0 picks a free port"
 
 
 class MetricsSource(Protocol):
@@ -131,7 +133,7 @@ def _check_app(owner: str, field: str, app: object) -> None:
             f"{owner}: {field} must be an ASGI app, not a coroutine object (got {app!r});"
             " pass the app itself"
         )
-    if inspect.isclass(app) or not _is_async_callable(app):
+    if inspect.isclass(app) or not _checks.is_async_callable(app):
         raise SpecError(
             f"{owner}: {field} must be an ASGI 3 app, an async callable"
             " app(scope, receive, send) (got"
@@ -159,11 +161,9 @@ def _check_host(host: object) -> str:
 
 
 def _check_port(port: object) -> int:
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise SpecError(
-            f"HTTPServer: port must be an int in [0, 65535] (got {port!r}); 0 picks a free port"
-        )
-    return port
+    return _checks.integer(
+        "HTTPServer", "port", port, at_least=0, at_most=65535, error=SpecError, hint=_PORT_HINT
+    )
 
 
 def _explicit(config: Config, attribute: str) -> bool:
@@ -364,7 +364,14 @@ class HTTPServer:
         self._port = _check_port(port)
         if drain is not None and not isinstance(drain, DrainDelay):
             raise SpecError(f"HTTPServer: drain must be a DrainDelay or None (got {drain!r})")
-        _check_time("HTTPServer", "graceful_timeout", graceful_timeout, allow_none=True)
+        _checks.number(
+            "HTTPServer",
+            "graceful_timeout",
+            graceful_timeout,
+            at_least=0,
+            none=True,
+            error=SpecError,
+        )
         self._app = app
         self._drain = drain
         self._base_config = _check_config(config) or Config()

@@ -43,11 +43,12 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
+from .. import _checks
 from .._context import current_child_path
 from .._errors import SpecError
 from .._events import log
 from .._shutdown import Band, DrainDelay, ShutdownHook
-from .._spec import ChildSpec, _check_async_function
+from .._spec import ChildSpec
 from .._tree import current_tree
 
 __all__ = [
@@ -68,6 +69,7 @@ _NORMAL: Final = 1000
 
 #: Seconds a client may take from the TCP connect to a complete opening handshake.
 HANDSHAKE_TIMEOUT: Final = 10.0
+_PORT_HINT: Final = "; 0 picks a free port"
 
 ConnectionHandler = Callable[[WebSocketConnection], Awaitable[object]]
 
@@ -435,31 +437,30 @@ class WebSocketServer:
         close_timeout: float = 5.0,
         greeting: str | None = None,
     ) -> None:
-        _check_async_function("WebSocketServer", "handler", handler)
+        owner = "WebSocketServer"
+        _checks.async_function(owner, "handler", handler, error=SpecError)
         if not isinstance(host, str) or not host:
             raise SpecError(
                 f"WebSocketServer: host must be a non-empty str (got {host!r});"
                 " use '0.0.0.0' or '::' to listen on every interface"
             )
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise SpecError(
-                f"WebSocketServer: port must be an int in [0, 65535] (got {port!r});"
-                " 0 picks a free port"
-            )
+        _checks.integer(
+            owner, "port", port, at_least=0, at_most=65535, error=SpecError, hint=_PORT_HINT
+        )
         _check_path(path)
         if drain is not None and not isinstance(drain, DrainDelay):
             raise SpecError(f"WebSocketServer: drain must be a DrainDelay or None (got {drain!r})")
         _check_optional_str("notice", notice)
         _check_optional_str("greeting", greeting)
-        if (
-            isinstance(close_timeout, bool)
-            or not isinstance(close_timeout, int | float)
-            or not 0 < close_timeout < math.inf
-        ):
-            raise SpecError(
-                f"WebSocketServer: close_timeout must be a finite number > 0 (got"
-                f" {close_timeout!r}); it bounds the close handshakes at shutdown"
-            )
+        _checks.number(
+            owner,
+            "close_timeout",
+            close_timeout,
+            above=0,
+            finite=True,
+            error=SpecError,
+            hint="; it bounds the close handshakes at shutdown",
+        )
         self._handler = handler
         self._host = host
         self._port = port
@@ -503,12 +504,8 @@ class WebSocketServer:
         Raises:
           SpecError: for a bad name or a ``shutdown_timeout`` not above ``close_timeout``.
         """
-        if (
-            shutdown_timeout is not None
-            and not isinstance(shutdown_timeout, bool)
-            and isinstance(shutdown_timeout, int | float)
-            and not shutdown_timeout > self._close_timeout
-        ):
+        # Other bad values are ChildSpec's to refuse, with its message.
+        if _checks.is_number(shutdown_timeout) and not shutdown_timeout > self._close_timeout:
             raise SpecError(
                 f"WebSocketServer child {name!r}: shutdown_timeout must be > close_timeout"
                 f" ({self._close_timeout:g}) or None (got {shutdown_timeout!r}); a shorter"
