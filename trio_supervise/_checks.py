@@ -3,7 +3,8 @@
 The lowest layer: it imports nothing from the package, so specs, hooks, the tree,
 systemd, plot and the integrations can all use it. (The demo cannot: it is written as a
 user's program would be, on the public API only; see tests/test_demo.py.) Modelled on
-attrs' validators, every failure message has one shape, naming the owner, the field (or option), the rule and the value::
+attrs' validators, every failure message has one shape, naming the owner, the field (or
+option), the rule and the value::
 
     ChildSpec 'db': shutdown_timeout must be >= 0 or None (got -1)
     supervisor_tree: shutdown_deadline must be a number >= 0 (got True)
