@@ -799,3 +799,65 @@ async def test_a_tree_call_does_the_same_work_at_any_size(
 
             steps[size] = await traced_steps(one_call)
     assert steps[2_000] == steps[100]
+
+
+async def test_cancelling_a_terminate_child_call_leaves_the_stop_to_its_supervisor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The caller of an idle supervisor's terminate_child does the asking itself; the exit
+    # completes the call. Cancelling the caller must not cut the stop short, lose its
+    # STOP_TIMEOUT, or let the supervisor take other calls before the child has exited.
+    spec = SupervisorSpec("app", [ChildSpec("w", slow_stop(3.0), shutdown_timeout=1.0)])
+    async with supervisor_tree(spec) as tree:
+        await trio.sleep(1)
+        with trio.move_on_after(0.5):
+            await tree.terminate_child("w")
+        assert trio.current_time() == 1.5
+        assert tree.info("w").state is ChildState.STOPPING
+        info = await tree.start_child(ChildSpec("late", sleeper()))  # waits for the stop
+        assert trio.current_time() == 4.0
+        assert info.started_at == 4.0
+        assert tree.info("w").state is ChildState.STOPPED
+        assert tree.unstopped() == []
+    events = [(e.kind, e.path, e.time) for e in tree.history if e.path in ("w", "late")]
+    assert events[1:4] == [
+        (EventKind.STOP_TIMEOUT, "w", 2.0),
+        (EventKind.TERMINATED, "w", 4.0),
+        (EventKind.STARTED, "late", 4.0),
+    ]
+
+
+async def test_concurrent_calls_are_taken_one_at_a_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    stopped: list[tuple[str, float]] = []
+
+    def stops_in(seconds: float, name: str) -> ChildSpec:
+        async def target() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(seconds)
+                stopped.append((name, trio.current_time()))
+
+        return ChildSpec(name, target)
+
+    spec = SupervisorSpec("app", [stops_in(1, "a"), stops_in(2, "b")])
+    async with supervisor_tree(spec) as tree:
+        async with trio.open_nursery() as calls:
+            calls.start_soon(tree.terminate_child, "a")
+            calls.start_soon(tree.terminate_child, "b")
+            calls.start_soon(tree.start_child, ChildSpec("c", sleeper()))
+        started = tree.info("c").started_at
+    # One call at a time, whichever order Trio ran the callers in: the stops never
+    # overlap, and the start came before, between or after them, never during one.
+    first, second = stopped
+    assert {first[0], second[0]} == {"a", "b"}
+    assert second[1] - first[1] == {"a": 1.0, "b": 2.0}[second[0]]
+    assert started in (0.0, first[1], second[1])
+    assert [(c.name, c.state) for c in tree.children()] == [
+        ("a", ChildState.STOPPED),
+        ("b", ChildState.STOPPED),
+        ("c", ChildState.STOPPED),
+    ]

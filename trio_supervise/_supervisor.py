@@ -51,6 +51,7 @@ from ._runner import (
     probe,
     run_task,
     stop_at_once,
+    stop_deadline,
 )
 from ._spec import (
     AutoShutdown,
@@ -195,6 +196,16 @@ class _Pending:
     group: list[Child]
 
 
+@final
+@attrs.define(eq=False)
+class _InlineOp:
+    """A tree call run in the caller's task; ``run`` and ``deadline`` for a terminate."""
+
+    run: Run | None = None
+    deadline: float = math.inf
+    done: trio.Event = attrs.field(factory=trio.Event)
+
+
 _STOP: Final = object()
 
 
@@ -223,6 +234,11 @@ class Supervisor:
         # stop), or in the caller's of an idle delete_child. Only such handlers and the
         # supervisor's own task write its children (checked by the tests).
         self._inline = False
+        # A start_child or terminate_child the caller's task does itself, the supervisor
+        # being idle (a hop saved each way). The serve loop takes no message until it is done.
+        self._inline_op: _InlineOp | None = None
+        # The serve loop's wait for a message, whose deadline an inline stop moves earlier.
+        self._wait_scope: trio.CancelScope | None = None
         # Restarts in place apply to one-for-one supervisors without backoff only.
         self._restarts_in_place = spec.strategy is Strategy.ONE_FOR_ONE and spec.backoff is None
         self._pending: list[_Pending] = []
@@ -331,21 +347,23 @@ class Supervisor:
     async def _serve(self) -> None:
         inbox = self._inbox
         while not self._stop_requested and self.failure is None:
-            if self._pending:
-                due = min(pending.due for pending in self._pending)
-                message = None
-                with trio.move_on_at(due):
-                    self._idle = True
-                    message = await inbox.receive()
-                self._idle = False
-                if message is None:
-                    await self._start_due()
-                    continue
-            else:
+            due = min((pending.due for pending in self._pending), default=math.inf)
+            op = self._inline_op
+            if op is not None:
+                due = min(due, op.deadline)
+            message = None
+            with trio.CancelScope(deadline=due) as self._wait_scope:
                 self._idle = True
                 message = await inbox.receive()
-                self._idle = False
+            self._wait_scope = None
+            self._idle = False
+            await self._finish_inline_op()
+            if message is None:
+                if self._pending:
+                    await self._start_due()
+                continue
             await self._handle(message)
+        await self._finish_inline_op()
 
     async def _handle(self, message: object) -> None:
         if isinstance(message, Run):
@@ -548,7 +566,12 @@ class Supervisor:
             if chain is not None:
                 chain.exited(run)
             return None
-        if self._idle and self._restarts_in_place and is_plain(run.spec):
+        if (
+            self._idle
+            and self._inline_op is None
+            and self._restarts_in_place
+            and is_plain(run.spec)
+        ):
             child = self._child_of(run)
             if child is not None and not self._stop_requested and self.failure is None:
                 return self._restart_in_place(child, run)
@@ -605,6 +628,12 @@ class Supervisor:
             self.bus.emit(EventKind.CRASHED, path, restarts, run.error, run.stop_reason)
         else:
             self.bus.emit(cause.event, path, restarts, detail=run.stop_reason)
+        op = self._inline_op
+        if op is not None and op.run is run:
+            self._inline_op = None
+            if child is not None and child.spec.restart is Restart.TEMPORARY:
+                self._remove(child, "temporary child terminated")
+            op.done.set()
 
     async def _exited(self, run: Run) -> None:
         """Apply the policy to a run that ended by itself (a message from its task)."""
@@ -863,6 +892,89 @@ class Supervisor:
             raise ChildNotFoundError(child.path, self.path, list(self.children))
         return child
 
+    def _can_inline(self) -> bool:
+        return (
+            self._idle
+            and self._inline_op is None
+            and self.accepting
+            and not self._stop_requested
+            and self.failure is None
+        )
+
+    async def request_start(self, spec: ChildSpec | SupervisorSpec) -> Child:
+        """``start_child`` for the tree handle: in the caller's task when that is safe.
+
+        A plain target started while the supervisor is idle needs no hop to its task: the
+        caller adds and spawns it and waits for its first step (shielded: that wait is the
+        scheduler's, never the child's code). Everything else is a call to the supervisor.
+        """
+        if not (is_plain(spec) and self._can_inline()):
+            return await self.call(self.start_child, spec)
+        self._check_new_child(spec)
+        op = self._inline_op = _InlineOp()
+        self._inline = True
+        try:
+            child = Child(spec, join_path(self.path, spec.name), self.shared.changed)
+            self.children[spec.name] = child
+            with trio.CancelScope(shield=True):
+                await self._start_chain([child], restarted=False, after_exit=False)
+        finally:
+            self._inline = False
+            self._inline_op = None
+            op.done.set()
+        return child
+
+    async def request_terminate(self, child: Child) -> None:
+        """``terminate_child`` for the tree handle: in the caller's task when that is safe.
+
+        A running plain target of an idle supervisor is cancelled here, and its exit (in
+        its own task) completes the call. The caller only waits: cancelling it leaves the
+        stop to finish, and the supervisor's loop keeps its deadline (``STOP_TIMEOUT``) and
+        takes no other message until the child has exited.
+        """
+        run = child.run
+        if not (
+            self._can_inline()
+            and is_plain(child.spec)
+            and run is not None
+            and run.started
+            and not run.exited
+            and run.cause is None
+            and child.restart_due is None
+        ):
+            await self.call(self.terminate_child, child)
+            return
+        self._current(child)
+        op = self._inline_op = _InlineOp(run)
+        self._inline = True
+        try:
+            child.terminated = True
+            run.cause, run.stop_reason = StopCause.TERMINATE, "terminate_child"
+            limit = self._begin_stop(run)
+            if limit != 0:  # brutal kill: no asking
+                run.ctx._request_stop()
+            run.cancel(run.stop_reason)
+            op.deadline = stop_deadline(run, limit)
+            wait = self._wait_scope
+            if wait is not None and op.deadline < wait.deadline:
+                wait.deadline = op.deadline
+        finally:
+            self._inline = False
+        await op.done.wait()
+
+    async def _finish_inline_op(self) -> None:
+        """Wait out an inline call, keeping a terminated child's deadline meanwhile."""
+        op = self._inline_op
+        if op is None:
+            return
+        with trio.move_on_at(op.deadline):
+            await op.done.wait()
+        if op.done.is_set():
+            return
+        assert op.run is not None
+        self._overran(op.run)
+        await op.done.wait()
+
     async def start_child(self, spec: ChildSpec | SupervisorSpec) -> Child:
         """Add ``spec`` and start it; ``ChildStartError`` (spec not kept) if it fails."""
         self._check_new_child(spec)
@@ -900,7 +1012,7 @@ class Supervisor:
         While the supervisor is in the middle of something (a group restart, a stop), the
         deletion waits in its queue behind it, so it never races that work.
         """
-        if self._idle:
+        if self._idle and self._inline_op is None:
             self._inline = True
             try:
                 self._delete(child)

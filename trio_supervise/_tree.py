@@ -334,7 +334,7 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
         if not isinstance(spec, ChildSpec | SupervisorSpec):
             raise TypeError(f"start_child takes a ChildSpec or SupervisorSpec (got {spec!r})")
         supervisor = self._supervisor(under)
-        return _info(await supervisor.call(supervisor.start_child, spec))
+        return _info(await supervisor.request_start(spec))
 
     async def terminate_child(self, path: str) -> None:
         """Stop the child at ``path`` (§4 of the contract) and keep its spec.
@@ -344,7 +344,7 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
         removed instead, as in OTP.
         """
         supervisor, child = self._find(path)
-        await supervisor.call(supervisor.terminate_child, child)
+        await supervisor.request_terminate(child)
 
     async def restart_child(self, path: str) -> ChildInfo:
         """Stop the child if running (or cancel its pending backoff) and start it now.
