@@ -46,6 +46,7 @@ import gc
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from time import perf_counter
 
 import trio
@@ -233,6 +234,44 @@ async def _bare(lines: FirstLines, calls: int, min_seconds: float) -> Run:
     return Run(lines.last_at - t0, t3 - t2, per_start, per_terminate)
 
 
+async def _scoped_child(
+    lines: FirstLines, scopes: list[trio.CancelScope], index: int, hand_on: bool
+) -> None:
+    try:
+        with scopes[index]:
+            await lines.child()
+    finally:
+        if hand_on and index > 0:  # the exiting task stops the one started before it
+            scopes[index - 1].cancel(reason=f"stopped c{index - 1}: shutdown")
+
+
+async def _floor(lines: FirstLines, *, ordered: bool) -> Run:
+    """The physical floor of a tree: bare tasks, each in its own cancel scope.
+
+    Start: ``start_soon`` each (unordered). Stop, ``ordered``: cancel the last; each task
+    on its way out cancels the one before it (one task switch per child, as the tree's
+    hand-on). Else: cancel every scope, each with its own reason, as a pool does.
+    """
+    lines.reset()
+    n = lines.n
+    scopes = [trio.CancelScope() for _ in range(n)]
+    t0 = perf_counter()
+    async with trio.open_nursery() as nursery:
+        for index in range(n):
+            nursery.start_soon(_scoped_child, lines, scopes, index, ordered)
+        await lines.all_ran.wait()
+        await all_blocked()
+        gc.collect()
+        t2 = perf_counter()
+        if ordered:
+            scopes[-1].cancel(reason=f"stopped c{n - 1}: shutdown")
+        else:
+            for index, scope in enumerate(scopes):
+                scope.cancel(reason=f"stopped c{index}: shutdown")
+    t3 = perf_counter()
+    return Run(lines.last_at - t0, t3 - t2)
+
+
 def _spec_build(k: int) -> float:
     """Seconds per ``ChildSpec(name, sleeper)``, as built in the timed loop of the calls."""
     names = [f"dyn-{i}" for i in range(k)]
@@ -260,6 +299,9 @@ class Core:
     terminate_child_supervise: float
     terminate_child_bare: float
     childspec_build: float
+    start_floor: float
+    stop_floor_ordered: float
+    stop_floor_at_once: float
 
 
 def measure(n: int, reps: int, config: Config, *, warmup: bool) -> Core:
@@ -278,6 +320,8 @@ def measure(n: int, reps: int, config: Config, *, warmup: bool) -> Core:
     pooled: list[Run] = []
     bare: list[Run] = []
     build: list[float] = []
+    floor_ordered: list[Run] = []
+    floor_at_once: list[Run] = []
     for _ in range(reps):
         fresh_heap()
         supervised.append(trio.run(_supervised, default, lines, k, min_seconds))
@@ -285,6 +329,10 @@ def measure(n: int, reps: int, config: Config, *, warmup: bool) -> Core:
         pooled.append(trio.run(_supervised, concurrent, lines, 0, min_seconds))
         fresh_heap()
         bare.append(trio.run(_bare, lines, k, min_seconds))
+        fresh_heap()
+        floor_ordered.append(trio.run(partial(_floor, lines, ordered=True)))
+        fresh_heap()
+        floor_at_once.append(trio.run(partial(_floor, lines, ordered=False)))
         build.append(_spec_build(k))
 
     def per_child(runs: list[Run], field: str) -> float:
@@ -305,6 +353,9 @@ def measure(n: int, reps: int, config: Config, *, warmup: bool) -> Core:
         terminate_child_supervise=per_call(supervised, "terminate_child"),
         terminate_child_bare=per_call(bare, "terminate_child"),
         childspec_build=median(build),
+        start_floor=per_child(floor_ordered + floor_at_once, "start"),
+        stop_floor_ordered=per_child(floor_ordered, "stop"),
+        stop_floor_at_once=per_child(floor_at_once, "stop"),
     )
 
 
@@ -325,6 +376,13 @@ def report(n: int, result: Core, reporter: Reporter) -> None:
         "x",
     )
     r.target(f"{start}_ratio_median", START_TARGET)
+    r.metric(f"{start}_floor_scoped_per_child_us_median", result.start_floor * US, "us")
+    r.metric(
+        f"{start}_floor_ratio_vs_bare_median", ratio(result.start_floor, result.start_bare), "x"
+    )
+    r.metric(
+        f"{start}_ratio_vs_floor_median", ratio(result.start_supervise, result.start_floor), "x"
+    )
 
     r.metric(f"{stop}_supervise_per_child_us_median", result.stop_supervise * US, "us")
     r.metric(
@@ -341,6 +399,15 @@ def report(n: int, result: Core, reporter: Reporter) -> None:
     )
     r.target(f"{stop}_ratio_median", STOP_TARGET)
     r.target(f"{stop}_concurrent_stop_ratio_median", CONCURRENT_STOP_TARGET)
+    # The floors: what per-child cancel scopes cost by themselves, with no bookkeeping.
+    floors = (
+        ("ordered", result.stop_floor_ordered, result.stop_supervise),
+        ("at_once", result.stop_floor_at_once, result.stop_concurrent),
+    )
+    for label, floor, supervise in floors:
+        r.metric(f"{stop}_floor_{label}_per_child_us_median", floor * US, "us")
+        r.metric(f"{stop}_floor_{label}_ratio_vs_bare_median", ratio(floor, result.stop_bare), "x")
+        r.metric(f"{stop}_{label}_ratio_vs_floor_median", ratio(supervise, floor), "x")
 
     for call, sup, bare in (
         ("start_child", result.start_child_supervise, result.start_child_bare),

@@ -260,6 +260,8 @@ class Model:
                 sup = self.supervisor(path)
                 if sup is not None:
                     for pending in [p for p in sup.pendings if p.due == self.now]:
+                        if pending not in sup.pendings:
+                            continue  # handling the one before dropped it (gave up, say)
                         sup.pendings.remove(pending)
                         self._post(sup, "due", pending)
             self._drain()

@@ -5,11 +5,13 @@ it; it decides nothing and writes no child state. Whatever happens to a run is r
 its supervisor (``RunOwner.run_exited``, ``RunOwner.post``), the only writer of its
 children's state, which applies its policy (``_supervisor``).
 
-Two chains keep start and stop at one task switch per child:
+Two chains keep start and stop cheap per child:
 
 * ``StartChain``: plain children started together run their first step in list order.
-  Trio runs tasks spawned in one batch in either order, so each run spawns the next one
-  just before its own first step instead of the supervisor spawning them all.
+  The supervisor spawns them all at once, and each waits for its turn before its first
+  step. Trio runs a batch of tasks in list order or reversed (a coin toss per batch): in
+  order, they all take their turns in that one batch; reversed, those out of turn yield
+  and toss again. So a start costs a couple of scheduler passes, not one per child.
 * ``StopChain``: children stopped one at a time in reverse order. The exiting run asks the
   next one to stop, so the supervisor is not woken between two of them.
 """
@@ -123,9 +125,9 @@ class Run:
     reported: bool = False
     # The chain that stops this run and hands the stop on once it has exited.
     stop_chain: StopChain | None = None
-    # The chain this run belongs to while it starts, and the run it spawns next.
+    # The chain this run belongs to while it starts, and its place in it.
     start_chain: StartChain | None = None
-    start_next: Run | None = None
+    start_index: int = 0
     # The service object of a ChildSpec.service child, once its factory returned.
     service: Any = None
     # The supervisor running inside this run, for a SupervisorSpec child.
@@ -218,14 +220,17 @@ class Starter:
 
 @final
 class StartChain:
-    """Plain runs started together, each spawning the next just before its first step."""
+    """Plain runs spawned together that take their first steps in list order."""
 
-    __slots__ = ("aborted", "done")
+    __slots__ = ("aborted", "count", "done", "turn")
 
-    def __init__(self) -> None:
-        # Set by a stop request: the runs not spawned yet never start.
+    def __init__(self, count: int) -> None:
+        self.count = count
+        # The index of the run whose first step is next.
+        self.turn = 0
+        # Set by a stop request: the runs that have not had their turn never start.
         self.aborted = False
-        # Set by the last run before its first step, or by the abort.
+        # Set when the last run takes its turn, or by the abort.
         self.done = trio.Event()
 
     def abort(self) -> None:
@@ -233,18 +238,23 @@ class StartChain:
         self.done.set()
 
 
-def _step_start_chain(run: Run, chain: StartChain) -> None:
+async def _take_turn(run: Run, chain: StartChain) -> bool:
+    """Wait for ``run``'s turn in ``chain``; False if the chain was aborted first.
+
+    No checkpoint when it is the run's turn already, so runs that Trio happens to run in
+    order all start in one scheduler pass.
+    """
     run.start_chain = None
-    following, run.start_next = run.start_next, None
+    index = run.start_index
+    while chain.turn != index and not chain.aborted:
+        await trio.lowlevel.cancel_shielded_checkpoint()
     if chain.aborted:
-        return
-    if following is None:
+        return False
+    run.started = True
+    chain.turn = index + 1
+    if chain.turn == chain.count:
         chain.done.set()
-    else:
-        following.started = True
-        nursery = run.owner.nursery
-        assert nursery is not None
-        nursery.start_soon(run_task, following)
+    return True
 
 
 async def run_task(run: Run, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -260,8 +270,9 @@ async def run_task(run: Run, task_status: trio.TaskStatus[None] = trio.TASK_STAT
         try:
             with run.scope:
                 try:
-                    if run.start_chain is not None:
-                        _step_start_chain(run, run.start_chain)
+                    chain = run.start_chain
+                    if chain is not None and not await _take_turn(run, chain):
+                        return  # cut short before its turn: it never started
                     if restarted:
                         # Let other tasks run between two runs of a crash loop.
                         await trio.lowlevel.checkpoint()
@@ -269,12 +280,12 @@ async def run_task(run: Run, task_status: trio.TaskStatus[None] = trio.TASK_STAT
                         await run.nested.run(task_status=Starter(run, task_status))
                     else:
                         assert isinstance(spec, ChildSpec)
-                        if isinstance(spec.target, ServiceTarget):
-                            await _run_service(run, spec, task_status)
-                        elif spec.takes_task_status:
-                            await spec.target(*spec.args, task_status=Starter(run, task_status))
-                        else:
+                        if not spec.takes_task_status:
                             await spec.target(*spec.args)
+                        elif isinstance(spec.target, ServiceTarget):
+                            await _run_service(run, spec, task_status)
+                        else:
+                            await spec.target(*spec.args, task_status=Starter(run, task_status))
                     if not run.started:
                         raise RuntimeError(
                             f"child {run.path!r} returned without calling task_status.started()"

@@ -21,7 +21,6 @@ run is started, stopped and probed is ``_runner``'s.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -426,16 +425,14 @@ class Supervisor:
 
     async def _start_chain(self, children: list[Child], restarted: bool, after_exit: bool) -> None:
         assert self.nursery is not None
-        runs = [self._new_run(child, after_exit) for child in children]
-        chain = StartChain()
-        for run, following in itertools.pairwise(runs):
-            run.start_chain, run.start_next = chain, following
-        last = runs[-1]
-        last.start_chain = chain
-        first = runs[0]
-        first.started = True
+        now = trio.current_time()
+        runs = [self._new_run(child, after_exit, now) for child in children]
+        chain = StartChain(len(runs))
+        start_soon = self.nursery.start_soon
+        for index, run in enumerate(runs):
+            run.start_chain, run.start_index = chain, index
+            start_soon(run_task, run)
         self._starting_chain = chain
-        self.nursery.start_soon(run_task, first)
         try:
             await chain.done.wait()
         finally:
@@ -444,7 +441,7 @@ class Supervisor:
         for child, run in zip(children, runs, strict=True):
             if run.started:
                 self._announce(child, run, restarted, now)
-            else:  # a stop request cut the chain short before this one was spawned
+            else:  # a stop request cut the chain short before its turn
                 run.mark_exited()
                 run.reported = True
                 child.state = ChildState.STOPPED
@@ -454,7 +451,7 @@ class Supervisor:
     ) -> BaseException | None:
         """Start a ``task_status`` target, service or supervisor; its error if it failed."""
         assert self.nursery is not None
-        run = self._new_run(child, after_exit)
+        run = self._new_run(child, after_exit, trio.current_time())
         self._starting = run
         try:
             await self.nursery.start(run_task, run)
@@ -481,7 +478,7 @@ class Supervisor:
             self.bus.emit(run.cause.event, child.path, child.restarts, detail=run.stop_reason)
         return run.error
 
-    def _new_run(self, child: Child, after_exit: bool) -> Run:
+    def _new_run(self, child: Child, after_exit: bool, now: float) -> Run:
         spec = child.spec
         previous = child.run
         if previous is not None:
@@ -494,7 +491,7 @@ class Supervisor:
         child.state = ChildState.STARTING
         child.restart_due = None
         child.gone = False
-        run.started_at = trio.current_time()
+        run.started_at = now
         if isinstance(spec, SupervisorSpec):
             run.nested = Supervisor(spec, child.path, self.shared)
         return run
@@ -586,7 +583,7 @@ class Supervisor:
             self._stay_down(child, decision, run.error)
             return None
         self._schedule_restart(child, [child], run.error, decision, now)
-        following = self._new_run(child, after_exit=True)
+        following = self._new_run(child, True, now)
         following.started = True
         self._announce(child, following, True, following.started_at)
         return following
