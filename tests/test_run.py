@@ -121,8 +121,8 @@ SCRIPT = textwrap.dedent(
     logging.basicConfig(level=logging.WARNING)
     stubborn = sys.argv[1] == "stubborn"
     children = [ChildSpec("ready", ready)]
-    if stubborn:
-        children.append(ChildSpec("stubborn", refuse_stop(), shutdown_timeout=0.2))
+    if stubborn:  # first: once "ready" printed, it has run its first step (§2)
+        children.insert(0, ChildSpec("stubborn", refuse_stop(), shutdown_timeout=0.2))
     spec = SupervisorSpec("app", children)
     sys.exit(trio.run(lambda: serve_with_grace(spec, shutdown_deadline=0.5, grace=0.5)))
     """
