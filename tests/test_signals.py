@@ -161,7 +161,7 @@ def signal_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
 async def test_the_watcher_shuts_down_then_forces_then_drops(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="trio_supervise")
+    caplog.set_level(logging.DEBUG, logger="trio_supervise")
     fake = FakeTree()
     async with watching(fake):
         await deliver(signal.SIGTERM)
@@ -173,7 +173,11 @@ async def test_the_watcher_shuts_down_then_forces_then_drops(
     assert signal_logs(caplog) == [
         "received SIGTERM: shutting down (send it again to force)",
         "received SIGINT again: forcing the shutdown",
+        "received SIGTERM after the forced shutdown: dropped",
+        "received SIGINT after the forced shutdown: dropped",
     ]
+    dropped = [r for r in caplog.records if r.getMessage().endswith(": dropped")]
+    assert {r.levelno for r in dropped} == {logging.DEBUG}
 
 
 async def test_a_stop_signal_after_another_shutdown_forces_it() -> None:

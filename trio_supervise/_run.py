@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -13,7 +14,6 @@ import trio
 from ._context import ChildState
 from ._errors import ChildStartError, RestartIntensityExceeded
 from ._events import log
-from ._health import walk
 from ._shutdown import ShutdownHook
 from ._signals import HeldSignals
 from ._spec import SupervisorSpec
@@ -25,11 +25,21 @@ HARD_EXIT_GRACE = 5.0
 HARD_EXIT_CODE = 137
 
 
+def _still_up(tree: SupervisorTree, path: str = "") -> list[str]:
+    """Every child at any depth below ``path`` that is not stopped, through the public API."""
+    up: list[str] = []
+    for info in tree.children(path):
+        if info.state is not ChildState.STOPPED:
+            up.append(info.path)
+            if info.kind == "supervisor":
+                with contextlib.suppress(LookupError):  # between two runs: no children
+                    up += _still_up(tree, info.path)
+    return up
+
+
 def _hard_exit(tree: SupervisorTree) -> None:
     # Children past their shutdown_timeout first; else any child, at any depth, still up.
-    unstopped = tree.unstopped() or [
-        child.path for child in walk(tree._root) if child.state is not ChildState.STOPPED
-    ]
+    unstopped = tree.unstopped() or _still_up(tree)
     log(
         logging.CRITICAL,
         "shutdown overran its deadline and grace; children still running: %s; exiting hard",

@@ -113,7 +113,7 @@ class _SignalWatcher:
         self._controls = controls
         # Set by SIGHUP; a second SIGHUP during a reload runs one more after it.
         self._reload_requested = trio.Event()
-        # True once a signal forced the shutdown: further ones are dropped silently.
+        # True once a signal forced the shutdown: further ones are dropped.
         self._forced = False
 
     def on_signal(self, signum: signal.Signals) -> None:
@@ -158,6 +158,14 @@ class _SignalWatcher:
             )
             self._forced = True
             controls.force_shutdown(f"second signal {name}")
+        else:  # at DEBUG: a storm of signals must not flood the log of a dying service
+            log(
+                logging.DEBUG,
+                "received %s after the forced shutdown: dropped",
+                name,
+                path="",
+                kind="SIGNAL",
+            )
 
     async def reload_on_request(self) -> None:
         # One reload at a time; SIGHUPs that come during one coalesce into the next.
