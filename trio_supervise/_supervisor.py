@@ -241,6 +241,8 @@ class Supervisor:
         # Restarts in place apply to one-for-one supervisors without backoff only.
         self._restarts_in_place = spec.strategy is Strategy.ONE_FOR_ONE and spec.backoff is None
         self._pending: list[_Pending] = []
+        # Messages posted and not yet received.
+        self._queued = 0
         # Open while the supervisor runs; its runs start their successors in it.
         self.nursery: trio.Nursery | None = None
         # How the children are stopped when the supervisor stops them all at its end.
@@ -282,6 +284,7 @@ class Supervisor:
         self._idle = False
         with contextlib.suppress(trio.ClosedResourceError):
             self._inbox_send.send_nowait(message)
+            self._queued += 1
 
     def request_stop(self, cause: StopCause, reason: str) -> None:
         """Ask the supervisor to stop its children in reverse start order and exit cleanly."""
@@ -346,21 +349,25 @@ class Supervisor:
     async def _serve(self) -> None:
         inbox = self._inbox
         while not self._stop_requested and self.failure is None:
-            due = min((pending.due for pending in self._pending), default=math.inf)
+            # Queued messages come before a restart that is due: it waits its turn.
+            due = math.inf
+            if not self._queued:
+                due = min((pending.due for pending in self._pending), default=math.inf)
             op = self._inline_op
             if op is not None:
                 due = min(due, op.deadline)
             message = None
             with trio.CancelScope(deadline=due) as self._wait_scope:
-                self._idle = True
+                self._idle = not self._queued  # else the state is about to change
                 message = await inbox.receive()
             self._wait_scope = None
             self._idle = False
             await self._finish_inline_op()
             if message is None:
-                if self._pending:
+                if self._pending and trio.current_time() >= min(p.due for p in self._pending):
                     await self._start_due()
                 continue
+            self._queued -= 1
             await self._handle(message)
         await self._finish_inline_op()
 
@@ -787,13 +794,11 @@ class Supervisor:
             await self._start_group(retry.rest)
 
     async def _start_due(self) -> None:
-        now = trio.current_time()
-        due = [p for p in self._pending if p.due <= now]
-        self._pending = [p for p in self._pending if p.due > now]
-        for pending in due:
-            await self._start_group(pending.group)
-            if self.failure is not None or self._stop_requested:
-                return
+        # One restart per turn of the loop: what it posts (a retry, say) is handled before
+        # the next one due at the same moment, as timer messages queue behind it in OTP.
+        pending = min(self._pending, key=lambda p: p.due)
+        self._pending.remove(pending)
+        await self._start_group(pending.group)
 
     def forget_pending(self, child: Child) -> None:
         """Take ``child`` out of any pending restart (it is being stopped or started by hand)."""
