@@ -935,12 +935,18 @@ async def test_a_retry_is_handled_before_the_next_restart_due_at_the_same_moment
         if d_starts == 2:
             raise FakeCrash("refused")
         task_status.started()
-        await (d_returns.wait() if d_starts == 1 else trio.sleep_forever())
+        if d_starts == 1:
+            await d_returns.wait()
+        else:
+            await trio.sleep_forever()
 
     async def a() -> None:
         nonlocal a_starts
         a_starts += 1
-        await (a_returns.wait() if a_starts == 2 else trio.sleep_forever())
+        if a_starts == 2:
+            await a_returns.wait()
+        else:
+            await trio.sleep_forever()
 
     spec = SupervisorSpec(
         "app",
