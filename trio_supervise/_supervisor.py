@@ -907,23 +907,26 @@ class Supervisor:
         """``start_child`` for the tree handle: in the caller's task when that is safe.
 
         A plain target started while the supervisor is idle needs no hop to its task: the
-        caller adds and spawns it and waits for its first step (shielded: that wait is the
-        scheduler's, never the child's code). Everything else is a call to the supervisor.
+        caller adds, spawns and announces it in one synchronous step, then waits for its
+        first step (so that calls in a row start in order). Everything else is a call.
         """
         if not (is_plain(spec) and self._can_inline()):
             return await self.call(self.start_child, spec)
+        assert self.nursery is not None
         self._check_new_child(spec)
-        op = self._inline_op = _InlineOp()
         self._inline = True
         try:
             child = Child(spec, join_path(self.path, spec.name), self.shared.changed)
             self.children[spec.name] = child
-            with trio.CancelScope(shield=True):
-                await self._start_chain([child], restarted=False, after_exit=False)
+            now = trio.current_time()
+            run = self._new_run(child, False, now)
+            first_step = run.start_chain = StartChain(1)
+            run.started = True
+            self.nursery.start_soon(run_task, run)
+            self._announce(child, run, False, now)
         finally:
             self._inline = False
-            self._inline_op = None
-            op.done.set()
+        await first_step.done.wait()
         return child
 
     async def request_terminate(self, child: Child) -> None:
