@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import gc
 import inspect
 import math
 import random
 import re
+import weakref
 from typing import Any, cast
 
 import attrs
@@ -939,3 +941,15 @@ def test_delay_without_rng_stays_within_bounds() -> None:
     backoff = Backoff(initial=1.0, maximum=1.0, jitter=1.0)
     samples = [backoff.delay(1) for _ in range(100)]
     assert all(1.0 <= sample <= 2.0 for sample in samples)
+
+
+def test_the_task_status_lookup_is_remembered_without_keeping_the_target_alive() -> None:
+    async def target(task_status: object = None) -> None:
+        pass
+
+    assert ChildSpec("a", target).takes_task_status
+    assert ChildSpec("b", target).takes_task_status  # from the cache
+    ref = weakref.ref(target)
+    del target
+    gc.collect()
+    assert ref() is None

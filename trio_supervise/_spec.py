@@ -11,6 +11,8 @@ import inspect
 import math
 import random
 import sys
+import types
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, final
 
@@ -76,7 +78,23 @@ AsyncFunction = Callable[..., Awaitable[Any]]
 HealthProbe = Callable[[], Awaitable["bool | HealthStatus"]]
 
 
+# Per plain function: start_child builds a spec per call, and signature() is most of the
+# cost of building one. Weak keys: a cache must not keep a target alive.
+_TAKES_TASK_STATUS: weakref.WeakKeyDictionary[types.FunctionType, bool] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _takes_task_status(fn: Callable[..., object]) -> bool:
+    if isinstance(fn, types.FunctionType):
+        known = _TAKES_TASK_STATUS.get(fn)
+        if known is None:
+            known = _TAKES_TASK_STATUS[fn] = _signature_takes_task_status(fn)
+        return known
+    return _signature_takes_task_status(fn)
+
+
+def _signature_takes_task_status(fn: Callable[..., object]) -> bool:
     # signature() looks through partials and bound methods and drops a callable's self.
     try:
         parameters = inspect.signature(fn).parameters
