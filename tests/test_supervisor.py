@@ -837,22 +837,13 @@ async def test_count_children_does_not_count_a_start_attempt_after_a_crash(
 async def test_concurrent_stop_asks_every_child_at_once(
     autojump_clock: trio.testing.MockClock, concurrent_stop: bool
 ) -> None:
-    stopped: list[tuple[str, float]] = []
-
-    def slow(name: str, seconds: float) -> ChildSpec:
-        async def target() -> None:
-            try:
-                await trio.sleep_forever()
-            finally:
-                with trio.CancelScope(shield=True):
-                    await trio.sleep(seconds)
-                stopped.append((name, trio.current_time()))
-
-        return ChildSpec(name, target, shutdown_timeout=10)
-
     pool = SupervisorSpec(
         "pool",
-        [slow("a", 1), slow("b", 3), slow("c", 2)],
+        [
+            ChildSpec("a", slow_stop(1), shutdown_timeout=10),
+            ChildSpec("b", slow_stop(3), shutdown_timeout=10),
+            ChildSpec("c", slow_stop(2), shutdown_timeout=10),
+        ],
         concurrent_stop=concurrent_stop,
     )
     async with supervisor_tree(SupervisorSpec("app", [pool])) as tree:
@@ -860,6 +851,11 @@ async def test_concurrent_stop_asks_every_child_at_once(
         start = trio.current_time()
         await tree.terminate_child("pool")
         took = trio.current_time() - start
+    stopped = [
+        (e.path.removeprefix("pool/"), e.time)
+        for e in tree.history
+        if e.kind is EventKind.TERMINATED and e.path.startswith("pool/")
+    ]
     if concurrent_stop:
         assert sorted(stopped) == [("a", 2.0), ("b", 4.0), ("c", 3.0)]
         assert took == 3.0  # the slowest, not the sum
