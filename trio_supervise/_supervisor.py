@@ -12,7 +12,13 @@ and only in one of these places:
 * the task of one of its runs reporting its exit (``run_exited``) while the supervisor
   cannot be in the middle of anything: it is idle (waiting for a message, none queued: a
   one-for-one restart without backoff is then applied in place, which saves a hop through
-  the queue and a new task), or it is waiting for exactly that exit (a stop it asked for).
+  the queue and a new task), or it is waiting for exactly that exit (a stop it asked for);
+* the caller's task of a tree call while the supervisor is idle: ``delete_child``, and
+  ``start_child`` / ``terminate_child`` of a plain child (``request_start``,
+  ``request_terminate``); the serve loop takes no message until such a call is done.
+
+``_inline`` is True while a handler runs on another task's stack (the tests check that
+nothing else writes a ``Child``).
 
 What to do on an exit is decided by ``_policy.decide_exit``, for both of those paths; how a
 run is started, stopped and probed is ``_runner``'s.
