@@ -84,6 +84,17 @@ def test_quick_run_prints_every_benchmark() -> None:
         "sigterm_to_exit_ratio_vs_bare_median",
         "sigterm_in_process_supervise_ms_median",
         "sigterm_in_process_bare_ms_median",
+        # core: the targets of issue 9, at 10 and 40 children in --quick
+        "core_start_10_ratio_median",
+        "core_start_10_floor_scoped_per_child_us_median",
+        "core_stop_10_ratio_median",
+        "core_stop_10_concurrent_stop_ratio_median",
+        "core_stop_10_floor_at_once_per_child_us_median",
+        "core_start_child_10_supervise_per_call_us_median",
+        "core_terminate_child_10_supervise_per_call_us_median",
+        "core_scaling_start_40_vs_10_supervise_over_bare_median",
+        "core_scaling_start_child_40_vs_10_supervise_median",
+        "core_memory_10_ratio_median",
     ]
     for name in expected:
         assert name in metrics, f"missing {name}"
@@ -93,7 +104,8 @@ def test_quick_run_prints_every_benchmark() -> None:
     ratios = {name: unit for name, (_, unit) in metrics.items() if name.endswith("_median")}
     assert {unit for name, unit in ratios.items() if "ratio" in name} == {"x"}
     verdicts = [value for name, (value, _) in metrics.items() if name.startswith("target_met_")]
-    assert len(verdicts) == 13
+    # 13 for the earlier benchmarks; core: 5 per size, 3 growths, memory.
+    assert len(verdicts) == 13 + 5 * 2 + 3 + 1
     assert set(verdicts) <= {0.0, 1.0}
     met, missed = metrics["targets_met"][0], metrics["targets_missed"][0]
     assert met + missed == len(verdicts)

@@ -427,7 +427,11 @@ class Supervisor:
                 end = index + 1
                 while end < count and is_plain(children[end].spec):
                     end += 1
-                await self._start_chain(children[index:end], restarted, after_exit)
+                # A restart's last plain children: nothing after them waits for their first
+                # steps, so the supervisor goes back to its queue at once (and a crash at a
+                # first step finds it idle: a one-for-one restart is then done in place).
+                last = after_exit and end == count
+                await self._start_chain(children[index:end], restarted, after_exit, wait=not last)
                 index = end
                 continue
             error = await self._start_one(child, restarted, after_exit)
@@ -436,7 +440,14 @@ class Supervisor:
             index += 1
         return None
 
-    async def _start_chain(self, children: list[Child], restarted: bool, after_exit: bool) -> None:
+    async def _start_chain(
+        self, children: list[Child], restarted: bool, after_exit: bool, *, wait: bool = True
+    ) -> None:
+        """Spawn plain ``children``, which take their first steps in order.
+
+        With ``wait`` the supervisor waits for the last first step, then announces them;
+        else it announces them at once (a stop request then stops them as started runs).
+        """
         assert self.nursery is not None
         now = trio.current_time()
         runs = [self._new_run(child, after_exit, now) for child in children]
@@ -444,7 +455,13 @@ class Supervisor:
         start_soon = self.nursery.start_soon
         for index, run in enumerate(runs):
             run.start_chain, run.start_index = chain, index
+            if not wait:
+                run.started = True
             start_soon(run_task, run)
+        if not wait:
+            for child, run in zip(children, runs, strict=True):
+                self._announce(child, run, restarted, now)
+            return
         self._starting_chain = chain
         try:
             await chain.done.wait()
