@@ -2,8 +2,11 @@
 
 Runs the start/stop benchmark (a, b) and the memory benchmark (d) at the large size, with
 the same baselines, and prints the per-child time at the large size over the per-child time
-at ``config.children`` (1,000): target <= 1.5x for trio_supervise. The same ratio of the
-bare baselines, and trio_supervise's ratio over it, are printed for information: bare Trio
+at ``config.children`` (1,000): target <= 1.5x for the stop. For the start, issue 9 replaced
+the absolute 1.5x by the growth relative to bare Trio's (``core_scaling_start_*`` in
+``bench_core``, <= 1.2x), since bare Trio misses 1.5x itself; it is printed here for
+information. The same ratio of the bare baselines, and trio_supervise's ratio over it, are
+printed for information: bare Trio
 does not scale flat either: 1,000 new tasks trigger no full (generation 2) collection of
 CPython's garbage collector, while 100,000 multiply the heap and trigger about a dozen, each
 walking every live object. ``--gc-off`` shows the times without the collector (diagnosis).
@@ -71,5 +74,4 @@ def run(
             ratio(memory.supervise, base_memory.supervise),
             "x",
         )
-    r.target(start_scaling, 1.5)
     r.target(stop_scaling, 1.5)

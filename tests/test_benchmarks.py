@@ -104,8 +104,8 @@ def test_quick_run_prints_every_benchmark() -> None:
     ratios = {name: unit for name, (_, unit) in metrics.items() if name.endswith("_median")}
     assert {unit for name, unit in ratios.items() if "ratio" in name} == {"x"}
     verdicts = [value for name, (value, _) in metrics.items() if name.startswith("target_met_")]
-    # 13 for the earlier benchmarks; core: 5 per size, 3 growths, memory.
-    assert len(verdicts) == 13 + 5 * 2 + 3 + 1
+    # 12 for the earlier benchmarks; core: 5 per size, 3 growths, memory.
+    assert len(verdicts) == 12 + 5 * 2 + 3 + 1
     assert set(verdicts) <= {0.0, 1.0}
     met, missed = metrics["targets_met"][0], metrics["targets_missed"][0]
     assert met + missed == len(verdicts)
