@@ -21,7 +21,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -94,6 +94,44 @@ def test_nested_holders_share_the_outer_record() -> None:
     assert handlers() == before
     with HeldSignals() as later:  # a new outermost holder starts a new record
         assert later.received == []
+
+
+@pytest.fixture
+def restore_handlers() -> Iterator[dict[signal.Signals, object]]:
+    before = handlers()
+    yield before
+    for signum, handler in before.items():
+        signal.signal(signum, handler)  # type: ignore[arg-type]
+
+
+def test_after_a_stop_signal_the_handled_signals_stay_ignored(
+    restore_handlers: dict[signal.Signals, object],
+) -> None:
+    # run() and the CLI return the process's exit code: the rest of a signal storm must
+    # not kill the exit that follows.
+    with HeldSignals(ignore_after_stop=True):
+        signal.raise_signal(signal.SIGTERM)
+    assert set(handlers().values()) == {signal.SIG_IGN}
+
+
+async def test_a_stop_signal_acted_on_by_the_watcher_counts_too(
+    restore_handlers: dict[signal.Signals, object],
+) -> None:
+    with HeldSignals(ignore_after_stop=True):
+        async with watching(FakeTree()):
+            await deliver(signal.SIGTERM)
+    assert set(handlers().values()) == {signal.SIG_IGN}
+
+
+def test_without_a_stop_signal_the_handlers_come_back(
+    restore_handlers: dict[signal.Signals, object],
+) -> None:
+    with HeldSignals(ignore_after_stop=True):
+        signal.raise_signal(signal.SIGHUP)  # a reload is no stop
+    assert handlers() == restore_handlers
+    with HeldSignals():  # and without ignore_after_stop, always
+        signal.raise_signal(signal.SIGTERM)
+    assert handlers() == restore_handlers
 
 
 def test_held_signals_outside_the_main_thread_change_nothing() -> None:

@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # As run() does: a signal between the demo's own handlers (while its database
         # opens) and serve()'s is recorded, not lost, and never kills the process mid-start;
         # serve() acts on it.
-        with HeldSignals():
+        with HeldSignals(ignore_after_stop=True):
             code: int = trio.run(partial(demo.run_demo, config))
     except demo.DemoStartError as exc:
         print(f"trio-supervise demo: {exc}", file=sys.stderr)

@@ -159,8 +159,10 @@ def run(
     refuse to stop, the unstopped children are logged and the process exits hard with code
     137, as it would after an orchestrator's SIGKILL; it never hangs. The signals are held
     (recorded, see ``serve()``) from before ``trio.run`` starts until it has returned, so
-    none is lost or kills the process in between. For async set-up before the tree, use
-    ``serve()`` in your own ``trio.run``.
+    none is lost or kills the process in between; after a shutdown that a stop signal
+    started, they stay ignored, so that the rest of a storm cannot kill the exit that
+    follows (restore them with ``signal.signal`` to carry on after ``run()``). For async
+    set-up before the tree, use ``serve()`` in your own ``trio.run``.
 
     Under systemd (``$NOTIFY_SOCKET`` set, as for a ``Type=notify`` unit) it reports
     ``READY=1``, ``STOPPING=1``, ``STATUS=`` lines and, with ``WatchdogSec=``, watchdog
@@ -176,5 +178,5 @@ def run(
         if __name__ == "__main__":
             sys.exit(trio_supervise.run(spec))
     """
-    with HeldSignals():
+    with HeldSignals(ignore_after_stop=True):
         return trio.run(partial(serve, spec, hooks=hooks, shutdown_deadline=shutdown_deadline))

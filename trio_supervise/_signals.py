@@ -35,6 +35,15 @@ HANDLED_SIGNALS: tuple[signal.Signals, ...] = STOP_SIGNALS + (
 
 # The holders entered (outermost first) in the main thread and not yet left.
 _holders: list[HeldSignals] = []
+# True once a stop signal came while a holder was entered (recorded by it, or acted on by
+# a tree's watcher): the process is shutting down because of it.
+_stopping_by_signal = False
+
+
+def _note_stop_signal() -> None:
+    global _stopping_by_signal
+    if _holders:
+        _stopping_by_signal = True
 
 
 @final
@@ -53,26 +62,38 @@ class HeldSignals:
     Nested holders share one record: ``run()`` holds the signals around ``trio.run`` and
     ``serve()`` inside it, and a signal the outer one recorded before ``serve()`` was called
     is one ``serve()`` acts on.
+
+    With ``ignore_after_stop`` (``run()`` and the CLI, whose return is the process's exit),
+    a shutdown that a stop signal started leaves the handled signals ignored on exit instead
+    of restoring the old handlers: the rest of a storm would otherwise kill the process
+    half-way through its exit, with 143 instead of the exit code ``run()`` returned.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, ignore_after_stop: bool = False) -> None:
         #: The signals recorded, oldest first; shared with the outermost holder entered.
         self.received: list[signal.Signals] = []
+        self._ignore_after_stop = ignore_after_stop
         # The handlers this holder replaced; empty outside the main thread.
         self._previous: dict[signal.Signals, object] = {}
 
     def __enter__(self) -> HeldSignals:
+        global _stopping_by_signal
         if threading.current_thread() is threading.main_thread():
             if _holders:
                 self.received = _holders[0].received
+            else:
+                _stopping_by_signal = False
             _holders.append(self)
             for signum in HANDLED_SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._record)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        ignore = self._ignore_after_stop and (
+            _stopping_by_signal or self.first_stop_signal() is not None
+        )
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
+            signal.signal(signum, signal.SIG_IGN if ignore else handler)  # type: ignore[arg-type]
         self._previous.clear()
         if self in _holders:
             _holders.remove(self)
@@ -119,6 +140,8 @@ class _SignalWatcher:
     def on_signal(self, signum: signal.Signals) -> None:
         name = signum.name
         controls = self._controls
+        if signum in STOP_SIGNALS:
+            _note_stop_signal()
         if signum == RELOAD_SIGNAL:
             if controls.shutting_down():
                 log(
