@@ -605,6 +605,17 @@ BAD_REQUESTS = [
     ("GET", "/notes/1.5", b"", 422, r"^note id must be a positive integer"),
     ("GET", "/notes/999999", b"", 404, r"^no note with id 999999$"),
     ("GET", f"/notes/{2**64}", b"", 404, r"^no note with id"),
+    # Past Python's 4,300-digit limit for int(): a 500 before (issue 10, item 9).
+    ("GET", "/notes/" + "9" * 4301, b"", 404, r"^no note with id '9{60}\.\.\.'$"),
+    ("GET", "/notes/" + "0" * 5000 + "7", b"", 404, r"^no note with id"),
+    ("GET", "/notes/" + "0" * 5000, b"", 422, r"^note id must be a positive integer"),
+    (
+        "POST",
+        "/notes",
+        b'{"text": "a", "n": ' + b"1" * 5000 + b"}",
+        400,
+        r"^request body is not valid JSON: a number of 5000 digits; at most 100 are taken$",
+    ),
     ("GET", "/work", b"", 422, r"^query parameter seconds is missing; e\.g\. /work\?seconds=2"),
     ("GET", "/work?seconds=", b"", 422, r"^query parameter seconds must be a number \(got ''\)"),
     (

@@ -139,6 +139,10 @@ WS_PATH: Final = "/ws"
 _NOTES_TABLE: Final = "CREATE TABLE IF NOT EXISTS notes (id {auto_id}, text TEXT NOT NULL)"
 # SQLite's and PostgreSQL's (BIGINT) largest integer: a larger id names no note.
 _MAX_ID: Final = 2**63 - 1
+_MAX_ID_DIGITS: Final = len(str(_MAX_ID))
+# The most digits a JSON integer in a request may have: far below int()'s own limit, whose
+# error would tell the client about sys.set_int_max_str_digits().
+MAX_JSON_INT_DIGITS: Final = 100
 _DIGITS: Final = re.compile(r"[0-9]+")
 # How often the startup child looks at the root's state while it waits for it to run.
 _STARTUP_POLL: Final = 0.05
@@ -339,6 +343,19 @@ async def _read_body(request: Request) -> bytes:
     return bytes(body)
 
 
+class _NumberTooLong(Exception):
+    def __init__(self, digits: int) -> None:
+        super().__init__(digits)
+        self.digits = digits
+
+
+def _json_int(text: str) -> int:
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_JSON_INT_DIGITS:
+        raise _NumberTooLong(digits)
+    return int(text)
+
+
 def parse_note(body: bytes) -> str:
     """The text of a ``POST /notes`` body.
 
@@ -349,7 +366,13 @@ def parse_note(body: bytes) -> str:
     if not body.strip():
         raise BadInput(400, 'request body is empty; send JSON such as {"text": "hello"}')
     try:
-        payload = json.loads(body)
+        payload = json.loads(body, parse_int=_json_int)
+    except _NumberTooLong as exc:
+        raise BadInput(
+            400,
+            f"request body is not valid JSON: a number of {exc.digits} digits; at most"
+            f" {MAX_JSON_INT_DIGITS} are taken",
+        ) from None
     except RecursionError:
         raise BadInput(400, "request body is not valid JSON: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
@@ -404,12 +427,13 @@ def parse_note_id(raw: str) -> int:
       BadInput: 422 when ``raw`` is not a positive decimal integer; 404 when it is too
         large to be any note's id.
     """
-    if not _DIGITS.fullmatch(raw) or int(raw) == 0:
+    significant = raw.lstrip("0")
+    if not _DIGITS.fullmatch(raw) or not significant:
         raise BadInput(422, f"note id must be a positive integer such as 1 (got {_short(raw)})")
-    note_id = int(raw)
-    if note_id > _MAX_ID:
+    # Length first: int() refuses more than sys.get_int_max_str_digits() digits (a 500).
+    if len(significant) > _MAX_ID_DIGITS or int(significant) > _MAX_ID:
         raise BadInput(404, f"no note with id {_short(raw)}")
-    return note_id
+    return int(significant)
 
 
 def parse_seconds(values: Sequence[str]) -> float:
