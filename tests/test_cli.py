@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import re
 import signal
 import socket
 import sqlite3
@@ -123,6 +124,73 @@ def test_demo_with_a_database_it_cannot_open_exits_1(
     assert "does not exist; create it first" in err
     # Nothing was listening: the database is opened first.
     assert "ready" not in capsys.readouterr().out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port  # closed again: nothing listens there
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("where", ["--db-file", "DATABASE_URL"])
+def test_the_dsn_can_stay_off_the_command_line(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    # Issue 10, item 10: a password in --db is visible to every user through ps.
+    dsn = f"postgresql://notes:s3cret@127.0.0.1:{free_port()}/notes"
+    options = ["demo", "--port", "0", "--ws-port", "0"]
+    if where == "--db-file":
+        secret = tmp_path / "dsn"
+        secret.write_text(dsn + "\n")
+        options += ["--db-file", str(secret)]
+    else:
+        monkeypatch.setenv("DATABASE_URL", dsn)
+    assert main(options) == 1  # nothing listens there: it was the database that was tried
+    err = capsys.readouterr().err
+    assert "cannot connect to PostgreSQL at 'postgresql://notes:***@127.0.0.1:" in err
+    assert "s3cret" not in err
+
+
+def test_the_command_line_wins_over_the_environment(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@127.0.0.1:1/x")
+    missing = tmp_path / "no-such-dir" / "demo.db"
+    assert main(["demo", "--port", "0", "--ws-port", "0", "--db", str(missing)]) == 1
+    assert f"cannot open SQLite database {str(missing)!r}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, r"cannot read '.+': \[Errno 2\]"), ("  \n", r"is empty; write the SQLite path")],
+)
+def test_a_bad_db_file_is_refused_naming_the_option(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str | None, message: str
+) -> None:
+    secret = tmp_path / "dsn"
+    if content is not None:
+        secret.write_text(content)
+    with pytest.raises(SystemExit) as excinfo:
+        main(["demo", "--db-file", str(secret)])
+    assert excinfo.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --db-file: " in err
+    assert re.search(message, err), err
+
+
+def test_db_and_db_file_exclude_each_other(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    secret = tmp_path / "dsn"
+    secret.write_text("demo.db")
+    with pytest.raises(SystemExit):
+        main(["demo", "--db", "a.db", "--db-file", str(secret)])
+    assert "not allowed with argument --db" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import os
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -52,6 +53,24 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+#: The environment variable the demo takes its database from when no option gives one.
+DB_ENV = "DATABASE_URL"
+
+
+def _dsn_file(text: str) -> str:
+    """The ``--db`` value kept in a file (a mounted secret), so that ``ps`` never shows it."""
+    try:
+        with open(text, encoding="utf-8") as file:
+            value = file.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}: {exc}") from None
+    if not value:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is empty; write the SQLite path or postgresql:// DSN in it"
+        )
+    return value
+
+
 def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(
         prog="trio-supervise", description="Supervision trees and graceful shutdown for Trio."
@@ -73,10 +92,19 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         default=8001,
         help="WebSocket port (default 8001; 0 picks a free one)",
     )
-    demo.add_argument(
+    database = demo.add_mutually_exclusive_group()
+    database.add_argument(
         "--db",
-        default="demo.db",
-        help="a SQLite file path or a postgresql:// DSN (default demo.db)",
+        help=(
+            f"a SQLite file path or a postgresql:// DSN (default: ${DB_ENV}, else demo.db);"
+            f" a DSN with a password belongs in --db-file or ${DB_ENV}, which ps does not show"
+        ),
+    )
+    database.add_argument(
+        "--db-file",
+        type=_dsn_file,
+        metavar="PATH",
+        help="read the --db value from this file, such as a mounted secret",
     )
     demo.add_argument(
         "--drain-delay",
@@ -130,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             ws_port=args.ws_port,
-            db=args.db,
+            db=args.db or args.db_file or os.environ.get(DB_ENV) or "demo.db",
             drain_delay=args.drain_delay,
             shutdown_deadline=args.shutdown_deadline,
             flaky_period=args.flaky_period,
