@@ -193,6 +193,27 @@ def test_db_and_db_file_exclude_each_other(
     assert "not allowed with argument --db" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("restore_logging")
+def test_a_port_in_use_exits_1_without_waiting_out_the_drain_delay(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Issue 10, item 3: it waited the whole 5 s drain delay for a server that never ran,
+    # and reported that server's "stop accepting" hook ok.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        options = ["--port", port, "--ws-port", "0", "--db", str(tmp_path / "d.db")]
+        assert main(["demo", *options, "--drain-delay", "5"]) == 1
+    out, err = capsys.readouterr()
+    assert "Address already in use" in err
+    rows = [re.fullmatch(r"\s*\d+  (.+?)\s+(\w+)\s+[\d.]+", line) for line in out.splitlines()[2:]]
+    statuses = {row[1]: row[2] for row in rows if row is not None}
+    assert statuses["drain-delay"] == "skipped"
+    assert statuses["http: stop accepting"] == "skipped"
+    assert statuses["database: close"] == "ok"  # what was opened is still closed
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_ctrl_c_while_the_database_does_not_answer_stops_the_start() -> None:
     # A "PostgreSQL server" that accepts the connection and never says a word.

@@ -43,6 +43,7 @@ from trio_supervise import (
     SupervisorTree,
     current_child,
     current_tree,
+    serve,
     supervisor_tree,
 )
 from trio_supervise.integrations.http import HTTPServer, health_app
@@ -682,6 +683,30 @@ async def test_a_port_in_use_fails_the_start_with_a_clear_error() -> None:
     )
     with pytest.raises(RuntimeError, match=r"^HTTPServer for 127\.0\.0\.1:\d+ has not listened"):
         server.bound  # noqa: B018
+
+
+async def test_a_server_that_never_listened_skips_its_hooks_and_the_drain_delay(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_supervise")
+    # Issue 10, item 3: the port taken, the start failed, and then the shutdown waited out
+    # a 5 s drain delay and reported the never-started server's hook "ok".
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        drain = DrainDelay(5)
+        server = HTTPServer(health_app(), port=taken.getsockname()[1], drain=drain)
+        spec = SupervisorSpec("app", [server.child_spec()])
+        code = await serve(spec, hooks=[drain.hook, server.shutdown_hook()])
+    assert code == 1  # the start failed
+    assert trio.current_time() == 0.0
+    finished = [r.getMessage() for r in caplog.records if getattr(r, "kind", "") == "HOOK_FINISHED"]
+    assert finished == [
+        "HOOK_FINISHED drain-delay: skipped in 0.000s: the tree never got ready, so no traffic"
+        " came to drain",
+        "HOOK_FINISHED http: stop accepting: skipped in 0.000s: the HTTP server never listened",
+        "HOOK_FINISHED supervisor: ok in 0.000s",
+    ]
 
 
 async def test_config_is_copied_and_its_graceful_timeout_and_logs_are_honoured(

@@ -656,8 +656,12 @@ def test_report_ok() -> None:
     assert _report(OK, HookResult("flush", 20, "ok", 1.0)).ok
     assert not _report(OK, forced=True).ok
     assert not _report(OK, late=True).ok
-    for status in ("error", "timed_out", "cancelled", "skipped"):
+    for status in ("error", "timed_out", "cancelled"):
         assert not _report(OK, HookResult("flush", 20, status, 1.0)).ok
+    # A hook that skipped itself had nothing to do; the deadline's or a force's skips come
+    # with deadline_exceeded or forced.
+    assert _report(OK, HookResult("drain", 0, "skipped", 0.0)).ok
+    assert not _report(OK, HookResult("close", 30, "skipped", 0.0), late=True).ok
 
 
 def test_report_format() -> None:

@@ -29,6 +29,7 @@ from websocket_client import open_client
 
 from trio_supervise import (
     Band,
+    ChildSpec,
     ChildState,
     DrainDelay,
     EventKind,
@@ -36,6 +37,7 @@ from trio_supervise import (
     SpecError,
     SupervisorSpec,
     current_tree,
+    serve,
     supervisor_tree,
 )
 from trio_supervise.integrations.websocket import (
@@ -44,7 +46,7 @@ from trio_supervise.integrations.websocket import (
     INTERNAL_ERROR,
     WebSocketServer,
 )
-from trio_supervise.testing import EventRecorder
+from trio_supervise.testing import EventRecorder, fail_start
 
 GREETING = '{"type": "hello"}'
 NOTICE = '{"type": "server_shutdown"}'
@@ -771,3 +773,17 @@ def test_child_spec_and_hook_defaults() -> None:
     assert len(server.connections) == 0
     assert not server.accepting
     assert repr(server) == "<WebSocketServer ws://127.0.0.1:8001/ws 0 connection(s)>"
+
+
+async def test_the_hook_of_a_server_that_never_started_skips_itself(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_supervise")
+    server = WebSocketServer(read_forever, port=0)
+    spec = SupervisorSpec("app", [ChildSpec("db", fail_start()), server.child_spec()])
+    assert await serve(spec, hooks=[server.shutdown_hook()]) == 1
+    finished = [r.getMessage() for r in caplog.records if getattr(r, "kind", "") == "HOOK_FINISHED"]
+    assert finished[0] == (
+        "HOOK_FINISHED websocket: stop accepting: skipped in 0.000s: the WebSocket server never"
+        " started"
+    )

@@ -6,6 +6,7 @@ import enum
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from typing import Literal, NamedTuple, final
 
 import attrs
@@ -104,11 +105,14 @@ class ShutdownReport:
 
     @property
     def ok(self) -> bool:
-        """True when the shutdown was neither forced nor late and every hook finished ``ok``."""
+        """True when the shutdown was neither forced nor late and every hook finished ``ok``
+        (or was ``skipped`` by itself, having nothing to do: a drain delay for a tree that
+        never got ready, the listeners of a server that never started)."""
+        # "skipped" without a force or the deadline: a hook that had nothing to do.
         return (
             not self.forced
             and not self.deadline_exceeded
-            and all(hook.status == "ok" for hook in self.hooks)
+            and all(hook.status == "ok" or hook.status == "skipped" for hook in self.hooks)
         )
 
     def format(self) -> str:
@@ -127,6 +131,19 @@ class ShutdownReport:
                 f" {hook.duration:>8.3f}{error}"
             )
         return "\n".join(lines)
+
+
+class NothingToDo(Exception):
+    """Raised by a built-in hook that has nothing to do: reported ``skipped``, with why."""
+
+
+# The shutdown whose hooks run in this context (for the built-in hooks to look at).
+_running: ContextVar[Shutdown] = ContextVar("trio_supervise.running_shutdown")
+
+
+def running_shutdown() -> Shutdown | None:
+    """The shutdown running the calling hook; None outside one."""
+    return _running.get(None)
 
 
 @final
@@ -150,6 +167,9 @@ class Shutdown:
         self._scope: trio.CancelScope | None = None
         self.report: ShutdownReport | None = None
         self._deadline_at = math.inf
+        # Set by the tree once its root has started every child: something was ready to
+        # serve, so there can be something to drain.
+        self.was_ready = False
 
     def add(self, hook: ShutdownHook) -> None:
         if self.triggered.is_set():
@@ -194,6 +214,7 @@ class Shutdown:
         hooks = self.hooks
         results: list[HookResult | None] = [None] * len(hooks)
         self._deadline_at = started + self.deadline
+        token = _running.set(self)
         with trio.CancelScope(shield=True, deadline=self._deadline_at) as scope:
             self._scope = scope
             if self.forced:
@@ -209,6 +230,7 @@ class Shutdown:
                             self._run_hook, hooks[index], index, results, band_started
                         )
         self._scope = None
+        _running.reset(token)
         # The hooks have run: drop them, with the servers and connections they close over
         # (and the tree's own step, whose tree would otherwise be a reference cycle).
         self.hooks = []
@@ -240,6 +262,7 @@ class Shutdown:
     ) -> None:
         status: HookStatus = "ok"
         error: BaseException | None = None
+        why = ""
         try:
             if hook.timeout is None:
                 await hook.fn()
@@ -253,6 +276,8 @@ class Shutdown:
         except trio.Cancelled:
             status = "cancelled"
             raise
+        except NothingToDo as nothing:
+            status, why = "skipped", f": {nothing}"
         except Exception as exc:
             status, error = "error", exc
         finally:
@@ -268,7 +293,7 @@ class Shutdown:
                 HookResult, (hook.name, hook.priority, status, took, error, start)
             )
             self._bus.emit(
-                EventKind.HOOK_FINISHED, hook.name, 0, error, f"{status} in {took:.3f}s", end
+                EventKind.HOOK_FINISHED, hook.name, 0, error, f"{status} in {took:.3f}s{why}", end
             )
 
 
@@ -312,6 +337,10 @@ class DrainDelay:
         self._ends_at: float | None = None
 
     async def _run(self) -> None:
+        shutdown = running_shutdown()
+        if shutdown is not None and not shutdown.was_ready:
+            self._done.set()
+            raise NothingToDo("the tree never got ready, so no traffic came to drain")
         self._ends_at = trio.current_time() + self.seconds
         try:
             await trio.sleep(self.seconds)

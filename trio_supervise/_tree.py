@@ -158,7 +158,7 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
     # ----------------------------------------------------------------------- the runtime
 
     async def _run_root(self) -> None:
-        started = _EventStatus(self._root_started)
+        started = _EventStatus(self._root_started, self._shutdown)
         try:
             with self._root_scope:
                 await self._root.run(task_status=started)
@@ -463,11 +463,14 @@ def _check_reload_hook(name: object, fn: object, taken: Mapping[str, object]) ->
 class _EventStatus:
     """A ``task_status`` that sets an event, for starting a task without ``nursery.start``."""
 
-    def __init__(self, event: trio.Event) -> None:
+    def __init__(self, event: trio.Event, shutdown: Shutdown | None = None) -> None:
         self._event = event
+        self._shutdown = shutdown
 
     def started(self, value: object = None) -> None:
         self._event.set()
+        if self._shutdown is not None:
+            self._shutdown.was_ready = True
 
 
 @asynccontextmanager

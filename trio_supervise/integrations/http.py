@@ -66,7 +66,7 @@ from .. import _checks
 from .._context import ChildState, current_child_path
 from .._errors import SpecError
 from .._events import log
-from .._shutdown import Band, DrainDelay, ShutdownHook
+from .._shutdown import Band, DrainDelay, NothingToDo, ShutdownHook
 from .._spec import ChildSpec
 from .._tree import SupervisorTree, current_tree
 
@@ -537,8 +537,10 @@ class HTTPServer:
         self._closed = True
         self._closed_in = _tree_or_none()
         run = self._current
-        if run is None or run.done.is_set():
-            return
+        if run is None or self._listened is None:
+            raise NothingToDo("the HTTP server never listened")
+        if run.done.is_set():
+            raise NothingToDo("the HTTP server is not running (its child is stopped)")
         run.trigger.set()
         ticks = 0
         while not run.done.is_set() and any(sock.fileno() != -1 for sock in run.sockets):

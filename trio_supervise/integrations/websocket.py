@@ -47,7 +47,7 @@ from .. import _checks
 from .._context import current_child_path
 from .._errors import SpecError
 from .._events import log
-from .._shutdown import Band, DrainDelay, ShutdownHook
+from .._shutdown import Band, DrainDelay, NothingToDo, ShutdownHook
 from .._spec import ChildSpec
 from .._tree import current_tree
 
@@ -528,6 +528,8 @@ class WebSocketServer:
             if self._drain is not None:
                 await self._drain.wait()
             self._refusing = True
+            if self._run is None:
+                raise NothingToDo("the WebSocket server never started")
             log(
                 logging.INFO,
                 "WebSocket server refuses new handshakes (503) from now on",
