@@ -1023,6 +1023,26 @@ async def test_postgres_reconnects_after_losing_the_connection(
     assert new_pid != pid
 
 
+async def test_postgres_flush_needs_no_connection(pg: Database, postgres_dsn: str) -> None:
+    # Issue 10, item 5: with PostgreSQL down, the shutdown's flush hook reconnected first,
+    # failed, and the service exited 1, for a flush that has nothing to do on PostgreSQL.
+    await make_notes(pg)
+    [(pid, name)] = await pg.execute("SELECT pg_backend_pid(), current_database()")
+    other_database = postgres_dsn.rsplit("/", 1)[0] + "/postgres"
+    async with await open_database(other_database) as admin:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            await admin.execute("SELECT pg_terminate_backend(?)", (pid,))
+            with pytest.raises(psycopg.OperationalError):
+                await pg.execute("SELECT 1")  # the loss is seen; a reconnect would fail now
+            await pg.flush()
+            [flush, close] = pg.shutdown_hooks()
+            await flush.fn()
+            await close.fn()  # and closing needs no server either
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
 async def test_postgres_flush_is_a_no_op_that_waits_its_turn(pg: Database) -> None:
     await make_notes(pg)
     await pg.insert("INSERT INTO notes (text) VALUES (?)", ("x",))
