@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import trio_supervise
 from trio_supervise._cli import main
 
 #: A fail-safe only: the demo starts and stops in about a second.
@@ -69,6 +70,27 @@ def test_demo_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> Non
     assert "ready http=http://HOST:PORT ws=ws://HOST:PORT/ws" in out
 
 
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        main(["--version"])
+    assert excinfo.value.code == 0
+    assert capsys.readouterr().out == f"trio-supervise {trio_supervise.__version__}\n"
+
+
+def test_the_demo_defaults_fit_kubernetes_default_grace_period(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The README's budget: shutdown_deadline + HARD_EXIT_GRACE < terminationGracePeriodSeconds
+    # (30 by default); the demo's 30 s default did not fit.
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    deadline = re.search(
+        r"seconds the whole shutdown may take \(default (\d+)", capsys.readouterr().out
+    )
+    assert deadline is not None
+    assert float(deadline[1]) + trio_supervise.HARD_EXIT_GRACE < 30
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -79,7 +101,16 @@ def test_demo_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> Non
             "argument --drain-delay: must be a finite number >= 0 (got '-1')",
         ),
         (["--shutdown-deadline", "inf"], "argument --shutdown-deadline: must be a finite number"),
-        (["--flaky-period", "0"], "error: --flaky-period must be > 0 seconds (got 0.0)"),
+        # One rule, one message: "-3" said ">= 0", then "0" was refused as "must be > 0".
+        (
+            ["--shutdown-deadline", "-3"],
+            "argument --shutdown-deadline: must be a finite number > 0 (got '-3')",
+        ),
+        (
+            ["--shutdown-deadline", "0"],
+            "argument --shutdown-deadline: must be a finite number > 0 (got '0')",
+        ),
+        (["--flaky-period", "0"], "argument --flaky-period: must be a finite number > 0 (got '0')"),
         (["--host", ""], "error: --host must be a host name or IP address (got '')"),
         (
             ["--drain-delay", "5", "--shutdown-deadline", "4"],

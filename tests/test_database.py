@@ -226,8 +226,8 @@ async def test_a_dsn_without_psycopg_says_what_to_install(monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "psycopg", None)
     with pytest.raises(
         ImportError,
-        match=r"^PostgreSQL databases need psycopg 3; install it with"
-        r" `pip install 'trio-supervise\[postgres\]'`$",
+        match=r"^a PostgreSQL database needs psycopg 3, which is not installed; install the"
+        r" extra: pip install 'trio-supervise\[postgres\]'$",
     ):
         await open_database("postgresql://db/app")
 

@@ -817,7 +817,7 @@ def test_config_rejects_bad_values_naming_the_option() -> None:
 
 
 def test_graceful_timeout_leaves_room_for_the_rest_of_the_shutdown() -> None:
-    assert DemoConfig().graceful_timeout == 22.0  # 30 - 5 - 3
+    assert DemoConfig().graceful_timeout == 12.0  # 20 - 5 - 3
     assert DemoConfig(drain_delay=1, shutdown_deadline=10).graceful_timeout == 6.0
     assert DemoConfig(drain_delay=0, shutdown_deadline=2).graceful_timeout == 1.0  # half
 

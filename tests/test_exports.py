@@ -101,12 +101,18 @@ def test_other_public_names_are_type_aliases() -> None:
     # A type alias such as ``Expected = EventKind | tuple[EventKind, str]`` is a
     # types.UnionType value with no module of its own to rewrite; nothing else may escape
     # the __module__ check above.
+    # Besides them, the documented constants: upper-case names of numbers.
     others = {
         f"{module.__name__}.{name}": type(obj)
         for module, name, obj in public_objects()
-        if not is_class_or_function(obj)
+        if not is_class_or_function(obj) and not (name.isupper() and type(obj) in (int, float))
     }
     assert all(kind in (types.UnionType, types.GenericAlias) for kind in others.values()), others
+
+
+def test_the_hard_exit_constants_the_readme_names_are_exported() -> None:
+    # Issue 10, item 12: the README named HARD_EXIT_GRACE, which was not importable.
+    assert (trio_supervise.HARD_EXIT_GRACE, trio_supervise.HARD_EXIT_CODE) == (5.0, 137)
 
 
 def test_public_modules_export_something() -> None:
@@ -476,3 +482,14 @@ async def test_every_numeric_option_refuses_a_bool_and_nan(value: object) -> Non
             accepted.append(f"supervisor_tree({option}={value!r})")
     assert accepted == []
     assert unnamed == []
+
+
+def test_the_license_the_metadata_names_is_shipped() -> None:
+    # Issue 10, item 12: the metadata said MIT, and no LICENSE file existed.
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT"
+    assert project["license-files"] == ["LICENSE"]
+    assert (root / "LICENSE").read_text().startswith("MIT License\n")

@@ -15,6 +15,8 @@ import logging
 import math
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -930,3 +932,21 @@ def test_good_hosts_and_the_child_spec() -> None:
 def test_bad_health_app_inputs(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(SpecError, match=f"^{re.escape(message)}"):
         health_app(**kwargs)
+
+
+def test_without_hypercorn_the_import_says_how_to_install_it() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['hypercorn'] = None  # as if it were not installed\n"
+        "try:\n"
+        "    import trio_supervise.integrations.http\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.stdout == (
+        "trio_supervise.integrations.http needs hypercorn, which is not installed; install the"
+        " extra: pip install 'trio-supervise[http]'\n"
+    )

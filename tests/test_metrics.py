@@ -776,7 +776,7 @@ def test_import_without_prometheus_client_names_the_extra(monkeypatch: pytest.Mo
     monkeypatch.delitem(sys.modules, "trio_supervise.integrations.metrics")
     with pytest.raises(
         ImportError,
-        match=r"^trio_supervise.integrations.metrics needs prometheus-client; install the extra:"
-        r" pip install 'trio-supervise\[metrics\]'$",
+        match=r"^trio_supervise.integrations.metrics needs prometheus-client, which is not"
+        r" installed; install the extra: pip install 'trio-supervise\[metrics\]'$",
     ):
         importlib.import_module("trio_supervise.integrations.metrics")

@@ -861,7 +861,7 @@ def test_without_matplotlib_the_import_says_how_to_install_it() -> None:
     )
     assert result.stdout == (
         "trio_supervise.plot needs matplotlib, which is not installed;"
-        " install the extra with: pip install 'trio-supervise[plot]'\n"
+        " install the extra: pip install 'trio-supervise[plot]'\n"
     )
     assert result.stderr == ""
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -786,4 +788,23 @@ async def test_the_hook_of_a_server_that_never_started_skips_itself(
     assert finished[0] == (
         "HOOK_FINISHED websocket: stop accepting: skipped in 0.000s: the WebSocket server never"
         " started"
+    )
+
+
+def test_without_trio_websocket_the_import_says_how_to_install_it() -> None:
+    # Issue 10, item 12: a bare ModuleNotFoundError, where the other extras explain.
+    code = (
+        "import sys\n"
+        "sys.modules['trio_websocket'] = None  # as if it were not installed\n"
+        "try:\n"
+        "    import trio_supervise.integrations.websocket\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.stdout == (
+        "trio_supervise.integrations.websocket needs trio-websocket, which is not installed;"
+        " install the extra: pip install 'trio-supervise[websocket]'\n"
     )

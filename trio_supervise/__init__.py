@@ -18,6 +18,8 @@ from ._events import EventKind as EventKind
 from ._events import EventStream as EventStream
 from ._health import ChildHealth as ChildHealth
 from ._health import HealthReport as HealthReport
+from ._run import HARD_EXIT_CODE as HARD_EXIT_CODE
+from ._run import HARD_EXIT_GRACE as HARD_EXIT_GRACE
 from ._run import run as run
 from ._run import serve as serve
 from ._shutdown import Band as Band

@@ -13,6 +13,7 @@ from functools import partial
 import trio
 
 from ._signals import HeldSignals
+from ._version import __version__
 
 _DEMO_EXTRAS = (
     "the demo needs the http, websocket and metrics extras: pip install"
@@ -43,14 +44,24 @@ def _port(text: str) -> int:
     return port
 
 
-def _seconds(text: str) -> float:
+def _parse_seconds(text: str, *, positive: bool) -> float:
     try:
         seconds = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (got {text!r})")
+    # One message for the whole rule: "-3" and "0" are refused in the same words.
+    if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
+        rule = "> 0" if positive else ">= 0"
+        raise argparse.ArgumentTypeError(f"must be a finite number {rule} (got {text!r})")
     return seconds
+
+
+def _seconds(text: str) -> float:
+    return _parse_seconds(text, positive=False)
+
+
+def _positive_seconds(text: str) -> float:
+    return _parse_seconds(text, positive=True)
 
 
 #: The environment variable the demo takes its database from when no option gives one.
@@ -75,6 +86,7 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(
         prog="trio-supervise", description="Supervision trees and graceful shutdown for Trio."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo",
@@ -114,16 +126,17 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     )
     demo.add_argument(
         "--shutdown-deadline",
-        type=_seconds,
-        default=30.0,
+        type=_positive_seconds,
+        default=20.0,
         help=(
-            "seconds the whole shutdown may take (default 30); requests still running near it"
-            " are cut so that the database is closed in time"
+            "seconds the whole shutdown may take (default 20: with the 5 s hard-exit grace it"
+            " fits Kubernetes' default 30 s grace period); requests still running near it are"
+            " cut so that the database is closed in time"
         ),
     )
     demo.add_argument(
         "--flaky-period",
-        type=_seconds,
+        type=_positive_seconds,
         default=3.0,
         help="seconds between the flaky worker's crashes (default 3)",
     )

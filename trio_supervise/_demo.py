@@ -198,7 +198,7 @@ class DemoConfig:
     ws_port: int = 8001
     db: str = "demo.db"
     drain_delay: float = 5.0
-    shutdown_deadline: float = 30.0
+    shutdown_deadline: float = 20.0
     flaky_period: float = 3.0
     count_every: float = 10.0
 

@@ -30,6 +30,7 @@ import attrs
 
 from . import _checks
 from ._events import Event, EventKind
+from ._extras import missing_extra
 from ._shutdown import Band, HookStatus, ShutdownReport
 
 try:
@@ -38,10 +39,7 @@ try:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 except ImportError as exc:
-    raise ImportError(
-        "trio_supervise.plot needs matplotlib, which is not installed;"
-        " install the extra with: pip install 'trio-supervise[plot]'"
-    ) from exc
+    raise missing_extra("trio_supervise.plot", "matplotlib", "plot") from exc
 
 __all__ = [
     "HookBar",

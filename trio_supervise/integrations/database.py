@@ -69,6 +69,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Self, TypeVar
 import trio
 
 from .. import Band, ShutdownHook, _checks
+from .._extras import missing_extra
 
 if TYPE_CHECKING:
     import psycopg
@@ -1023,10 +1024,7 @@ def _import_psycopg() -> ModuleType:
     try:
         import psycopg
     except ImportError as exc:
-        raise ImportError(
-            "PostgreSQL databases need psycopg 3; install it with"
-            " `pip install 'trio-supervise[postgres]'`"
-        ) from exc
+        raise missing_extra("a PostgreSQL database", "psycopg 3", "postgres") from exc
     return psycopg
 
 

@@ -66,6 +66,7 @@ from .. import _checks
 from .._context import ChildState, current_child_path
 from .._errors import SpecError
 from .._events import log
+from .._extras import missing_extra
 from .._shutdown import Band, DrainDelay, NothingToDo, ShutdownHook
 from .._spec import ChildSpec
 from .._tree import SupervisorTree, current_tree
@@ -75,10 +76,7 @@ try:
     from hypercorn.config import Config, Sockets
     from hypercorn.typing import ASGIFramework
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "trio_supervise.integrations.http needs hypercorn: install the 'http' extra,"
-        " pip install 'trio-supervise[http]'"
-    ) from exc
+    raise missing_extra("trio_supervise.integrations.http", "hypercorn", "http") from exc
 
 __all__ = ["ASGIApp", "AnyASGIApp", "HTTPServer", "MetricsSource", "health_app"]
 

@@ -72,6 +72,7 @@ import attrs
 from .._context import ChildState
 from .._errors import SupervisionError
 from .._events import Event, EventKind
+from .._extras import missing_extra
 from .._spec import HealthStatus
 from .._tree import ChildInfo, SupervisorTree
 
@@ -87,9 +88,8 @@ try:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import Collector, DuplicateTimeseries
 except ImportError as exc:
-    raise ImportError(
-        "trio_supervise.integrations.metrics needs prometheus-client; install the extra:"
-        " pip install 'trio-supervise[metrics]'"
+    raise missing_extra(
+        "trio_supervise.integrations.metrics", "prometheus-client", "metrics"
     ) from exc
 
 __all__ = ["TreeMetrics"]

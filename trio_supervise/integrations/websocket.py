@@ -40,8 +40,16 @@ from typing import Final, final
 
 import attrs
 import trio
-import trio_websocket
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+
+from .._extras import missing_extra
+
+try:
+    import trio_websocket
+    from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+except ImportError as exc:
+    raise missing_extra(
+        "trio_supervise.integrations.websocket", "trio-websocket", "websocket"
+    ) from exc
 
 from .. import _checks
 from .._context import current_child_path
