@@ -658,6 +658,33 @@ async def test_bad_input_gets_a_json_4xx_and_the_service_lives_on(
     assert after.status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("application/x-www-form-urlencoded", 415),  # curl -d
+        ("text/plain", 415),
+        ("application/json; charset=utf-8", 201),
+        ("Application/JSON", 201),
+        (None, 201),  # no type given: taken as JSON
+    ],
+)
+async def test_a_note_must_be_sent_as_json(
+    running_demo: Running, content_type: str | None, status: int
+) -> None:
+    # Issue 10, item 12: any Content-Type was accepted.
+    headers = {} if content_type is None else {"content-type": content_type}
+    async with http_client() as client:
+        answer = await client.post(
+            f"{running_demo.base}/notes", content=b'{"text": "typed"}', headers=headers
+        )
+    assert answer.status_code == status, answer.text
+    if status == 415:
+        assert answer.json() == {
+            "error": "request body must be JSON, sent as Content-Type: application/json (got"
+            f" {content_type!r})"
+        }
+
+
 async def test_a_chunked_body_over_the_limit_gets_413(running_demo: Running) -> None:
     port = int(running_demo.base.rsplit(":", 1)[1])
     chunk = b"x" * (MAX_BODY_BYTES + 1)

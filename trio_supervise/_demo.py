@@ -420,6 +420,24 @@ def _json_type(value: object) -> str:
     return "object"
 
 
+def check_json_content_type(header: str | None) -> None:
+    """Refuse a body that says it is not JSON (no ``Content-Type`` is taken as JSON).
+
+    Raises:
+      BadInput: 415 for any type but ``application/json`` (parameters such as a charset
+        are fine).
+    """
+    if header is None:
+        return
+    media_type = header.split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise BadInput(
+            415,
+            f"request body must be JSON, sent as Content-Type: application/json (got"
+            f" {_short(header)})",
+        )
+
+
 def parse_note_id(raw: str) -> int:
     """The id of ``GET /notes/{id}``.
 
@@ -665,6 +683,7 @@ class DemoService:
         return _error(500, f"internal error ({type(exc).__name__}); see the service's log")
 
     async def _post_note(self, request: Request) -> Response:
+        check_json_content_type(request.headers.get("content-type"))
         text = parse_note(await _read_body(request))
         note_id = await self.db.insert("INSERT INTO notes (text) VALUES (?)", (text,))
         # Committed: acknowledge, then tell the WebSocket clients (after the response, still
