@@ -635,8 +635,14 @@ BAD_REQUESTS = [
     ("PUT", "/notes/1", b"", 405, r"^method PUT not allowed on /notes/1; use GET, HEAD$"),
     ("POST", "/tree", b"", 405, r"^method POST not allowed on /tree; use GET, HEAD$"),
     ("POST", "/work?seconds=1", b"", 405, r"^method POST not allowed on /work"),
-    ("POST", "/health/ready", b"", 405, r"^method POST not allowed$"),
-    ("DELETE", "/metrics", b"", 405, r"^method DELETE not allowed$"),
+    (
+        "POST",
+        "/health/ready",
+        b"",
+        405,
+        r"^method POST not allowed on /health/ready; use GET, HEAD$",
+    ),
+    ("DELETE", "/metrics", b"", 405, r"^method DELETE not allowed on /metrics; use GET, HEAD$"),
 ]
 
 

@@ -540,9 +540,9 @@ async def test_health_methods_head_not_found_and_metrics() -> None:
                     response = await client.request(method, base + path)
                     assert response.status_code == 405
                     assert response.headers["allow"] == "GET, HEAD"
+                    # One format with the app's own errors (issue 10, item 12).
                     assert response.json() == {
-                        "error": f"method {method} not allowed",
-                        "allow": ["GET", "HEAD"],
+                        "error": f"method {method} not allowed on {path}; use GET, HEAD"
                     }
 
             response = await client.head(base + "/health/ready")
@@ -552,11 +552,11 @@ async def test_health_methods_head_not_found_and_metrics() -> None:
 
             assert await get_json(client, base + "/nope") == (
                 404,
-                {"error": "not found", "path": "/nope"},
+                {"error": "no such endpoint: GET /nope"},
             )
             assert await get_json(client, base + "/health") == (
                 404,
-                {"error": "not found", "path": "/health"},
+                {"error": "no such endpoint: GET /health"},
             )
             assert await get_json(client, without.bound[0] + "/metrics") == (
                 404,

@@ -670,8 +670,11 @@ class _HealthApp:
         if route is not None:
             method = scope.get("method", "GET")
             if method not in _ALLOWED:
-                body = _json({"error": f"method {method} not allowed", "allow": list(_ALLOWED)})
-                await _respond(send, 405, body, headers=[(b"allow", ", ".join(_ALLOWED).encode())])
+                # The words of the demo's own 405s: one format for every error a client sees.
+                allowed = ", ".join(_ALLOWED)
+                path = scope.get("path", "")
+                body = _json({"error": f"method {method} not allowed on {path}; use {allowed}"})
+                await _respond(send, 405, body, headers=[(b"allow", allowed.encode())])
                 return
             status, body, content_type = route()
             await _respond(send, status, body, content_type, head=method == "HEAD")
@@ -680,7 +683,8 @@ class _HealthApp:
         elif scope["type"] == "lifespan":
             await _lifespan(_no_lifespan, scope, receive, send)
         elif scope["type"] == "http":
-            body = _json({"error": "not found", "path": scope.get("path", "")})
+            method, path = scope.get("method", "GET"), scope.get("path", "")
+            body = _json({"error": f"no such endpoint: {method} {path}"})
             await _respond(send, 404, body, head=scope.get("method") == "HEAD")
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1000})  # refused: 403
