@@ -23,6 +23,7 @@ from trio_supervise import (
     SupervisorSpec,
     supervisor_tree,
 )
+from trio_supervise._events import EventBus
 from trio_supervise.testing import crash_after, sleeper
 
 
@@ -319,7 +320,8 @@ async def test_every_event_is_logged_with_path_and_kind(
         await trio.sleep(1.5)
 
     records = _event_records(caplog)
-    assert [(_extra(r, "kind"), _extra(r, "path")) for r in records] == [
+    # A hook's event names the hook in ``hook``; ``path`` is then the root's "".
+    assert [(_extra(r, "kind"), _extra(r, "hook") or _extra(r, "path")) for r in records] == [
         (e.kind.name, e.path) for e in tree.history
     ]
     assert ("CRASHED", "db/pool") in [(_extra(r, "kind"), _extra(r, "path")) for r in records]
@@ -402,3 +404,22 @@ def test_importing_and_running_does_not_configure_logging() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == "done\n"
     assert result.stderr == ""
+
+
+def test_a_hook_event_logs_the_hook_apart_from_the_path(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Issue 10, item 12: a hook's name was logged in the ``path`` field, which everywhere
+    # else names a child of the tree.
+    caplog.set_level(logging.INFO, logger="trio_supervise")
+    bus = EventBus(10)
+    bus.emit(EventKind.HOOK_FINISHED, "database: close", detail="ok in 0.001s", time=1.0)
+    bus.emit(EventKind.STARTED, "db/conn", time=1.0)
+    [hook, child] = caplog.records
+    assert (hook.path, hook.hook, hook.getMessage()) == (  # type: ignore[attr-defined]
+        "",
+        "database: close",
+        "HOOK_FINISHED database: close: ok in 0.001s",
+    )
+    assert child.path == "db/conn"  # type: ignore[attr-defined]
+    assert not hasattr(child, "hook")

@@ -266,7 +266,7 @@ class LogFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
         }
-        for key in ("kind", "path"):
+        for key in ("kind", "path", "hook"):
             value = getattr(record, key, None)
             if value is not None:
                 fields[key] = str(value)

@@ -23,15 +23,19 @@ def log(
     kind: str,
     exc_info: BaseException | bool | None = None,
     to: logging.Logger = logger,
+    hook: str | None = None,
 ) -> None:
     """Log through ``to`` (the ``trio_supervise`` logger or a child of it) with ``path`` and
-    ``kind`` as extra fields.
+    ``kind`` (and ``hook``, for a shutdown or reload hook) as extra fields.
 
     With no handler anywhere (logging not configured) nothing is built: nobody would read
     it, and Python's last-resort handler would otherwise print our warnings to stderr.
     """
     if to.isEnabledFor(level) and to.hasHandlers():
-        to.log(level, message, *args, exc_info=exc_info, extra={"path": path, "kind": kind})
+        extra = {"path": path, "kind": kind}
+        if hook is not None:
+            extra["hook"] = hook
+        to.log(level, message, *args, exc_info=exc_info, extra=extra)
 
 
 class EventKind(enum.Enum):
@@ -81,6 +85,7 @@ _LEVELS = {
 
 
 # The kinds whose log record carries the error's traceback.
+_HOOK_KINDS = frozenset({EventKind.HOOK_FINISHED, EventKind.RELOADED})
 _WITH_TRACEBACK = frozenset({EventKind.CRASHED.name, EventKind.START_FAILED.name})
 
 
@@ -202,13 +207,17 @@ class EventBus:
             self._call_listeners(event)
         level = _LEVELS.get(kind._name_, logging.INFO)
         if logger.isEnabledFor(level):  # checked here too: the hot path skips the call
+            # A hook's event carries the hook's name as its path; in the log record that
+            # name goes in ``hook``, so that ``path`` always means a child of the tree.
+            hook = path if kind in _HOOK_KINDS else None
             log(
                 level,
                 "%s %s%s",
                 kind.name,
                 path or "(root)",
                 f": {detail}" if detail else "",
-                path=path,
+                path="" if hook is not None else path,
+                hook=hook,
                 kind=kind.name,
                 exc_info=error
                 if kind is EventKind.CRASHED or kind is EventKind.START_FAILED
