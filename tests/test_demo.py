@@ -616,6 +616,11 @@ BAD_REQUESTS = [
         400,
         r"^request body is not valid JSON: a number of 5000 digits; at most 100 are taken$",
     ),
+    ("GET", "/notes?limit=0", b"", 422, r"^query parameter limit must be 1 <= limit <= 500"),
+    ("GET", "/notes?limit=many", b"", 422, r"^query parameter limit must be an integer"),
+    ("GET", "/notes?after=-1", b"", 422, r"^query parameter after must be an integer"),
+    ("GET", "/notes?after=" + "9" * 5000, b"", 422, r"^query parameter after must be an integer"),
+    ("GET", "/notes?limit=1&limit=2", b"", 422, r"is given 2 times; give it once$"),
     ("GET", "/work", b"", 422, r"^query parameter seconds is missing; e\.g\. /work\?seconds=2"),
     ("GET", "/work?seconds=", b"", 422, r"^query parameter seconds must be a number \(got ''\)"),
     (
@@ -631,7 +636,7 @@ BAD_REQUESTS = [
     ("GET", "/work?seconds=inf", b"", 422, r"\(got 'inf'\)$"),
     ("GET", "/work?seconds=1&seconds=2", b"", 422, r"is given 2 times; give it once$"),
     ("GET", "/nowhere", b"", 404, r"^no such endpoint: GET /nowhere$"),
-    ("DELETE", "/notes", b"", 405, r"^method DELETE not allowed on /notes; use POST$"),
+    ("DELETE", "/notes", b"", 405, r"^method DELETE not allowed on /notes; use GET, HEAD, POST$"),
     ("PUT", "/notes/1", b"", 405, r"^method PUT not allowed on /notes/1; use GET, HEAD$"),
     ("POST", "/tree", b"", 405, r"^method POST not allowed on /tree; use GET, HEAD$"),
     ("POST", "/work?seconds=1", b"", 405, r"^method POST not allowed on /work"),
@@ -689,6 +694,27 @@ async def test_a_note_must_be_sent_as_json(
             "error": "request body must be JSON, sent as Content-Type: application/json (got"
             f" {content_type!r})"
         }
+
+
+async def test_notes_are_listed_a_page_at_a_time(running_demo: Running) -> None:
+    # Issue 10, item 12: there was no listing.
+    base = running_demo.base
+    async with http_client() as client:
+        created = [
+            (await client.post(f"{base}/notes", json={"text": f"page {n}"})).json()["id"]
+            for n in range(3)
+        ]
+        start = created[0] - 1
+        first = await client.get(f"{base}/notes", params={"after": start, "limit": 2})
+        assert first.status_code == 200
+        assert first.json() == {
+            "notes": [{"id": created[0], "text": "page 0"}, {"id": created[1], "text": "page 1"}],
+            "next": created[1],
+        }
+        rest = (await client.get(f"{base}/notes", params={"after": created[1]})).json()
+        assert rest["notes"][0] == {"id": created[2], "text": "page 2"}
+        if len(rest["notes"]) < 50:  # the last page: no next one
+            assert rest["next"] is None
 
 
 async def test_a_chunked_body_over_the_limit_gets_413(running_demo: Running) -> None:

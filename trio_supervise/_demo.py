@@ -478,6 +478,42 @@ def parse_seconds(values: Sequence[str]) -> float:
     return seconds
 
 
+#: Notes per page of ``GET /notes`` by default, and at most.
+PAGE_SIZE: Final = 50
+MAX_PAGE_SIZE: Final = 500
+
+
+def _one_integer(values: Sequence[str], name: str, low: int, high: int, default: int) -> int:
+    rule = f"{low} <= {name} <= {high}"
+    if not values:
+        return default
+    if len(values) > 1:
+        raise BadInput(422, f"query parameter {name} is given {len(values)} times; give it once")
+    raw = values[0]
+    # Length first: int() refuses more than sys.get_int_max_str_digits() digits.
+    if not _DIGITS.fullmatch(raw) or len(raw.lstrip("0")) > len(str(high)):
+        raise BadInput(
+            422, f"query parameter {name} must be an integer (got {_short(raw)}); {rule}"
+        )
+    value = int(raw)
+    if not low <= value <= high:
+        raise BadInput(422, f"query parameter {name} must be {rule} (got {_short(raw)})")
+    return value
+
+
+def parse_page(after: Sequence[str], limit: Sequence[str]) -> tuple[int, int]:
+    """The ``after`` and ``limit`` of ``GET /notes?after=ID&limit=N``: the notes after id
+    ``after`` (0: from the first), at most ``limit`` of them.
+
+    Raises:
+      BadInput: 422 when one is repeated, not a decimal integer or out of range.
+    """
+    return (
+        _one_integer(after, "after", 0, _MAX_ID, 0),
+        _one_integer(limit, "limit", 1, MAX_PAGE_SIZE, PAGE_SIZE),
+    )
+
+
 # ------------------------------------------------------------------------------ service
 
 
@@ -646,7 +682,7 @@ class DemoService:
         """The Starlette app of the notes API (``health_app`` adds the probes around it)."""
         return Starlette(
             routes=[
-                Route("/notes", self._post_note, methods=["POST"]),
+                Route("/notes", self._notes, methods=["GET", "POST"]),
                 Route("/notes/{note_id}", self._get_note, methods=["GET"]),
                 Route("/work", self._work, methods=["GET"]),
                 Route("/tree", self._tree, methods=["GET"]),
@@ -693,6 +729,23 @@ class DemoService:
             status_code=201,
             background=BackgroundTask(self._broadcast_note, note_id),
         )
+
+    async def _notes(self, request: Request) -> Response:
+        # One route, so that a 405 on /notes names both methods.
+        if request.method == "POST":
+            return await self._post_note(request)
+        return await self._list_notes(request)
+
+    async def _list_notes(self, request: Request) -> Response:
+        query = request.query_params
+        after, limit = parse_page(query.getlist("after"), query.getlist("limit"))
+        # Keyset pagination: a page is the same whatever was added after it.
+        rows = await self.db.execute(
+            "SELECT id, text FROM notes WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+        )
+        notes = [{"id": note_id, "text": text} for note_id, text in rows]
+        following = notes[-1]["id"] if len(notes) == limit else None
+        return JSONResponse({"notes": notes, "next": following})
 
     async def _get_note(self, request: Request) -> Response:
         note_id = parse_note_id(request.path_params["note_id"])
