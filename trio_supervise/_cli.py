@@ -27,8 +27,8 @@ the shutdown report. Once it is up it prints one line:
 
   ready http=http://HOST:PORT ws=ws://HOST:PORT/ws
 
-HTTP:      POST /notes {"text": "..."}, GET /notes/{id}, GET /work?seconds=S, GET /tree,
-           GET /health/live, GET /health/ready, GET /metrics
+HTTP:      POST /notes {"text": "..."}, GET /notes?after=ID&limit=N, GET /notes/{id},
+           GET /work?seconds=S, GET /tree, GET /health/live, GET /health/ready, GET /metrics
 WebSocket: /ws (hello, a message per new note, the shutdown notice, close 1001)
 Logs:      stderr, one line per event
 """
