@@ -45,7 +45,8 @@ HTTP API (every error is JSON ``{"error": "..."}`` naming what was wrong):
 * ``GET /notes?after=ID&limit=N``: a page of notes, oldest first: 200 ``{"notes": [{"id",
   "text"}...], "next": ID}`` with the notes after id ``after`` (default 0), at most ``limit``
   (default ``PAGE_SIZE``, at most ``MAX_PAGE_SIZE``); ``next`` is the ``after`` of the next
-  page, None when this page is not full (a full last page is followed by an empty one). 422 for a bad or repeated parameter.
+  page, None when this page is not full (a full last page is followed by an empty one).
+  422 for a bad or repeated parameter.
 * ``GET /notes/{id}``: 200 ``{"id", "text"}``, 404 when there is no such note, 422 for an id
   that is not a positive integer.
 * ``GET /work?seconds=S``: sleeps S seconds (a finite number, 0 <= S <= ``MAX_WORK_SECONDS``),
