@@ -25,6 +25,7 @@ from trio_supervise import (
     Strategy,
     SupervisorSpec,
     SupervisorTree,
+    current_tree,
     supervisor_tree,
 )
 from trio_supervise.integrations.metrics import TreeMetrics
@@ -785,3 +786,25 @@ def test_import_without_prometheus_client_names_the_extra(monkeypatch: pytest.Mo
         r" installed; install the extra: pip install 'trio-supervise\[metrics\]'$",
     ):
         importlib.import_module("trio_supervise.integrations.metrics")
+
+
+async def test_a_supervisor_started_after_attach_has_its_intensity_series(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Issue 10, item 12: attached by the first child, as the demo does, the nested
+    # supervisors that started later had no intensity series until they gave up.
+    metrics = TreeMetrics()
+
+    async def attach() -> None:
+        metrics.attach(current_tree())
+
+    workers = SupervisorSpec("workers", [SupervisorSpec("flaky", [ChildSpec("w", sleeper())])])
+    spec = SupervisorSpec("app", [ChildSpec("metrics", attach, restart=Restart.TEMPORARY), workers])
+    async with supervisor_tree(spec):
+        await trio.sleep(1)
+        samples = scrape(metrics)
+        assert per_path(samples, "supervisor_intensity_exceeded_total") == {
+            "": 0.0,
+            "workers": 0.0,
+            "workers/flaky": 0.0,
+        }

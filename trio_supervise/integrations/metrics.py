@@ -163,6 +163,13 @@ class _HealthCollector:
         return [status, ready, live]
 
 
+def _is_supervisor(tree: SupervisorTree, path: str) -> bool:
+    try:
+        return tree.info(path).kind == "supervisor"
+    except LookupError:  # gone again already
+        return False
+
+
 class _WithoutCreated:
     """A view of a registry without the ``_created`` samples, for ``generate_latest``."""
 
@@ -481,6 +488,10 @@ class TreeMetrics:
         series = self._path_series(event.path)
         self._count_restarts(series, event.restarts)
         series.up.set(1.0)
+        attachment = self._attachment
+        if attachment is not None and _is_supervisor(attachment.tree, event.path):
+            # A supervisor's intensity series exists at 0 from its start, as at attach().
+            self._intensity_exceeded.labels(event.path)
         if self._children_of.get(event.path):
             # A supervisor (re)started: its children from before that it no longer holds
             # (dynamic ones) left without an event. Its new children have each just
