@@ -18,9 +18,11 @@ from trio_supervise import (
     AutoShutdown,
     Band,
     ChildSpec,
+    ChildState,
     Restart,
     ShutdownHook,
     SupervisorSpec,
+    SupervisorTree,
     current_tree,
     run,
     serve,
@@ -209,3 +211,33 @@ def test_a_storm_of_sigterms_is_one_shutdown_and_exit_0(attempt: int) -> None:
         process.kill()
         process.communicate()
     assert process.returncode == 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+async def test_serve_takes_reload_hooks_and_hands_the_tree_to_on_start(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Issue 10, item 12: run() could neither take reload hooks nor reach the tree, so
+    # metrics.attach(tree) needed a helper child.
+    seen: list[object] = []
+    reloads: list[float] = []
+
+    async def reread() -> None:
+        reloads.append(trio.current_time())
+
+    def started(tree: SupervisorTree) -> None:
+        seen.append(tree.info("job").state)
+        signal.raise_signal(signal.SIGHUP)  # the tree's handlers are in place: a reload
+
+    code = await serve(finishing(2.0), reload_hooks={"config": reread}, on_start=started)
+    assert code == 0
+    assert seen == [ChildState.RUNNING]
+    assert reloads == [0.0]
+
+
+async def test_on_start_must_be_a_plain_function() -> None:
+    async def attach(tree: SupervisorTree) -> None:
+        pass
+
+    with pytest.raises(TypeError, match=r"^serve\(\): on_start must be a plain function"):
+        await serve(finishing(1.0), on_start=attach)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 
 import trio
@@ -56,9 +57,16 @@ async def serve_with_grace(
     *,
     hooks: Sequence[ShutdownHook] = (),
     shutdown_deadline: float = 30.0,
+    reload_hooks: Mapping[str, Callable[[], Awaitable[object]]] | None = None,
+    on_start: Callable[[SupervisorTree], object] | None = None,
     grace: float,
 ) -> int:
     """``serve()`` with the hard exit ``grace`` seconds past the deadline (tests shorten it)."""
+    if on_start is not None and (not callable(on_start) or inspect.iscoroutinefunction(on_start)):
+        raise TypeError(
+            "serve(): on_start must be a plain function taking the tree, such as"
+            f" metrics.attach (got {on_start!r}); an async one would never be awaited"
+        )
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError(
             "trio_supervise.serve() and run() handle signals, which Python allows only in the"
@@ -74,8 +82,11 @@ async def serve_with_grace(
                 shutdown_deadline=shutdown_deadline,
                 handle_signals=True,
                 notify_systemd=True,
+                reload_hooks=reload_hooks,
             ) as tree:
                 try:
+                    if on_start is not None:
+                        on_start(tree)
                     early = held.first_stop_signal()
                     if early is not None:  # it came before the tree's own handlers were in place
                         tree.shutdown(f"signal {early.name} during the start")
@@ -97,7 +108,12 @@ async def serve_with_grace(
 
 
 async def serve(
-    spec: SupervisorSpec, *, hooks: Sequence[ShutdownHook] = (), shutdown_deadline: float = 30.0
+    spec: SupervisorSpec,
+    *,
+    hooks: Sequence[ShutdownHook] = (),
+    shutdown_deadline: float = 30.0,
+    reload_hooks: Mapping[str, Callable[[], Awaitable[object]]] | None = None,
+    on_start: Callable[[SupervisorTree], object] | None = None,
 ) -> int:
     """Serve a tree until a signal or its end, and return the exit code: ``run()``'s async twin.
 
@@ -125,6 +141,10 @@ async def serve(
       spec: the root supervisor.
       hooks: shutdown hooks (see ``ShutdownHook``).
       shutdown_deadline: seconds the whole shutdown may take.
+      reload_hooks: what SIGHUP runs, by name (as ``supervisor_tree(reload_hooks=...)``).
+      on_start: called with the tree once every child has started, before the service
+        waits for its end: ``on_start=metrics.attach``, for one. A plain function; what it
+        raises ends the service like an exception of ``supervisor_tree``'s body.
 
     Returns:
       The process exit code: 0 after a graceful shutdown in which every hook finished
@@ -132,7 +152,8 @@ async def serve(
       forced shutdown.
 
     Raises:
-      SpecError: a bad ``spec``, hook or deadline (as ``supervisor_tree``).
+      SpecError: a bad ``spec``, hook, reload hook or deadline (as ``supervisor_tree``).
+      TypeError: ``on_start`` is not a plain function.
       RuntimeError: outside the main thread, where Python allows no signal handlers.
 
     Example::
@@ -145,12 +166,22 @@ async def serve(
             sys.exit(trio.run(main))
     """
     return await serve_with_grace(
-        spec, hooks=hooks, shutdown_deadline=shutdown_deadline, grace=HARD_EXIT_GRACE
+        spec,
+        hooks=hooks,
+        shutdown_deadline=shutdown_deadline,
+        reload_hooks=reload_hooks,
+        on_start=on_start,
+        grace=HARD_EXIT_GRACE,
     )
 
 
 def run(
-    spec: SupervisorSpec, *, hooks: Sequence[ShutdownHook] = (), shutdown_deadline: float = 30.0
+    spec: SupervisorSpec,
+    *,
+    hooks: Sequence[ShutdownHook] = (),
+    shutdown_deadline: float = 30.0,
+    reload_hooks: Mapping[str, Callable[[], Awaitable[object]]] | None = None,
+    on_start: Callable[[SupervisorTree], object] | None = None,
 ) -> int:
     """Run a service: ``trio.run`` a tree with signal handling until a signal or its end.
 
@@ -179,4 +210,13 @@ def run(
             sys.exit(trio_supervise.run(spec))
     """
     with HeldSignals(ignore_after_stop=True):
-        return trio.run(partial(serve, spec, hooks=hooks, shutdown_deadline=shutdown_deadline))
+        return trio.run(
+            partial(
+                serve,
+                spec,
+                hooks=hooks,
+                shutdown_deadline=shutdown_deadline,
+                reload_hooks=reload_hooks,
+                on_start=on_start,
+            )
+        )
