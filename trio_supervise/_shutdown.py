@@ -108,7 +108,6 @@ class ShutdownReport:
         """True when the shutdown was neither forced nor late and every hook finished ``ok``
         (or was ``skipped`` by itself, having nothing to do: a drain delay for a tree that
         never got ready, the listeners of a server that never started)."""
-        # "skipped" without a force or the deadline: a hook that had nothing to do.
         return (
             not self.forced
             and not self.deadline_exceeded
@@ -215,6 +214,16 @@ class Shutdown:
         results: list[HookResult | None] = [None] * len(hooks)
         self._deadline_at = started + self.deadline
         token = _running.set(self)
+        try:
+            report = await self._run_bands(started, hooks, results)
+        finally:
+            _running.reset(token)
+        return report
+
+    async def _run_bands(
+        self, started: float, hooks: list[ShutdownHook], results: list[HookResult | None]
+    ) -> ShutdownReport:
+        bus = self._bus
         with trio.CancelScope(shield=True, deadline=self._deadline_at) as scope:
             self._scope = scope
             if self.forced:
@@ -230,7 +239,6 @@ class Shutdown:
                             self._run_hook, hooks[index], index, results, band_started
                         )
         self._scope = None
-        _running.reset(token)
         # The hooks have run: drop them, with the servers and connections they close over
         # (and the tree's own step, whose tree would otherwise be a reference cycle).
         self.hooks = []
