@@ -12,11 +12,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from processes import signal_storm
 
 import trio_supervise
 from trio_supervise._cli import main
@@ -339,11 +339,7 @@ def test_a_storm_of_sigterms_forces_one_shutdown_and_never_kills_the_exit(
         assert process.stdout is not None
         ready = process.stdout.readline()
         assert ready.startswith("ready http=http://127.0.0.1:"), ready
-        for _ in range(20):
-            if process.poll() is not None:
-                break
-            process.send_signal(signal.SIGTERM)
-            time.sleep(0.01)
+        signal_storm(process)
         out, err = process.communicate(timeout=FAIL_SAFE)
     finally:
         if process.returncode is None:

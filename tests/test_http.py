@@ -15,8 +15,6 @@ import logging
 import math
 import re
 import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,6 +25,7 @@ import pytest
 import trio
 import trio.testing
 from hypercorn.config import Config
+from processes import import_message_without
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -935,18 +934,7 @@ def test_bad_health_app_inputs(kwargs: dict[str, Any], message: str) -> None:
 
 
 def test_without_hypercorn_the_import_says_how_to_install_it() -> None:
-    code = (
-        "import sys\n"
-        "sys.modules['hypercorn'] = None  # as if it were not installed\n"
-        "try:\n"
-        "    import trio_supervise.integrations.http\n"
-        "except ImportError as exc:\n"
-        "    print(exc)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.stdout == (
+    assert import_message_without("trio_supervise.integrations.http", "hypercorn") == (
         "trio_supervise.integrations.http needs hypercorn, which is not installed; install the"
         " extra: pip install 'trio-supervise[http]'\n"
     )

@@ -23,6 +23,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from processes import import_message_without
 
 from trio_supervise import (
     Backoff,
@@ -851,19 +852,10 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_without_matplotlib_the_import_says_how_to_install_it() -> None:
-    result = run_python(
-        "import sys\n"
-        "sys.modules['matplotlib'] = None  # as if it were not installed\n"
-        "try:\n"
-        "    import trio_supervise.plot\n"
-        "except ImportError as exc:\n"
-        "    print(exc)\n"
-    )
-    assert result.stdout == (
+    assert import_message_without("trio_supervise.plot", "matplotlib") == (
         "trio_supervise.plot needs matplotlib, which is not installed;"
         " install the extra: pip install 'trio-supervise[plot]'\n"
     )
-    assert result.stderr == ""
 
 
 def test_drawing_never_touches_pyplot() -> None:

@@ -8,11 +8,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import trio
 import trio.testing
+from processes import signal_storm
 
 from trio_supervise import (
     AutoShutdown,
@@ -201,11 +201,7 @@ def test_a_storm_of_sigterms_is_one_shutdown_and_exit_0(attempt: int) -> None:
     try:
         assert process.stdout is not None
         assert process.stdout.readline() == "ready\n"
-        for _ in range(20):
-            if process.poll() is not None:
-                break
-            process.send_signal(signal.SIGTERM)
-            time.sleep(0.01)
+        signal_storm(process)
         process.wait(timeout=30)
     finally:
         process.kill()

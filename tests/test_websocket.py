@@ -9,8 +9,6 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,6 +18,7 @@ import pytest
 import trio
 import trio.testing
 import trio_websocket
+from processes import import_message_without
 from trio_websocket import (
     CloseReason,
     ConnectionClosed,
@@ -793,18 +792,8 @@ async def test_the_hook_of_a_server_that_never_started_skips_itself(
 
 def test_without_trio_websocket_the_import_says_how_to_install_it() -> None:
     # Issue 10, item 12: a bare ModuleNotFoundError, where the other extras explain.
-    code = (
-        "import sys\n"
-        "sys.modules['trio_websocket'] = None  # as if it were not installed\n"
-        "try:\n"
-        "    import trio_supervise.integrations.websocket\n"
-        "except ImportError as exc:\n"
-        "    print(exc)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.stdout == (
+    message = import_message_without("trio_supervise.integrations.websocket", "trio_websocket")
+    assert message == (
         "trio_supervise.integrations.websocket needs trio-websocket, which is not installed;"
         " install the extra: pip install 'trio-supervise[websocket]'\n"
     )
