@@ -84,9 +84,10 @@ _LEVELS = {
 }
 
 
-# The kinds whose log record carries the error's traceback.
+# The kinds whose event's path is a hook's name, not a child's.
 _HOOK_KINDS = frozenset({EventKind.HOOK_FINISHED, EventKind.RELOADED})
-_WITH_TRACEBACK = frozenset({EventKind.CRASHED.name, EventKind.START_FAILED.name})
+# The kinds whose log record carries the error's traceback.
+_WITH_TRACEBACK = frozenset({EventKind.CRASHED, EventKind.START_FAILED})
 
 
 class Event(NamedTuple):
@@ -219,9 +220,7 @@ class EventBus:
                 path="" if hook is not None else path,
                 hook=hook,
                 kind=kind.name,
-                exc_info=error
-                if kind is EventKind.CRASHED or kind is EventKind.START_FAILED
-                else None,
+                exc_info=error if kind in _WITH_TRACEBACK else None,
             )
         return event
 
