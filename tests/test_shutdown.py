@@ -238,7 +238,53 @@ async def test_the_supervisor_hook_moves_on_past_a_stop_timeout(
         (EventKind.TERMINATED, "a", 2.0),
         (EventKind.TERMINATED, "b", 10.0),
     ]
-    assert results(tree.shutdown_report)["supervisor"] == ("ok", 10.0)
+    # The cut stop is in the report: the hook is timed out, and the report not ok.
+    report = tree.shutdown_report
+    assert report is not None
+    assert results(report)["supervisor"] == ("timed_out", 10.0)
+    assert not report.ok
+    (hook,) = [hook for hook in report.hooks if hook.name == "supervisor"]
+    assert str(hook.error) == "cancelled at their shutdown_timeout: b (shutdown_timeout 2s)"
+
+
+async def test_a_child_that_raises_as_the_shutdown_stops_it_makes_the_report_an_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def raises_on_stop() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            raise RuntimeError("lost the buffer")
+
+    spec = SupervisorSpec(
+        "root",
+        [ChildSpec("a", sleeper()), SupervisorSpec("inner", [ChildSpec("b", raises_on_stop)])],
+    )
+    async with supervisor_tree(spec) as tree:
+        pass
+    report = tree.shutdown_report
+    assert report is not None
+    assert results(report)["supervisor"] == ("error", 0.0)
+    (hook,) = [hook for hook in report.hooks if hook.name == "supervisor"]
+    assert str(hook.error) == "raised while stopping: inner/b: RuntimeError('lost the buffer')"
+    assert not report.ok
+
+
+async def test_a_hook_that_raises_too_slow_error_is_timed_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def waits_for_a_flush() -> None:
+        with trio.fail_after(1.5):
+            await trio.sleep_forever()
+
+    spec = SupervisorSpec("root", [ChildSpec("a", sleeper())])
+    hook = ShutdownHook("flush", waits_for_a_flush, priority=Band.FLUSH)
+    async with supervisor_tree(spec, hooks=[hook]) as tree:
+        pass
+    report = tree.shutdown_report
+    assert report is not None
+    assert results(report)["flush"] == ("timed_out", 1.5)
+    assert isinstance(report.hooks[-1].error, trio.TooSlowError)
 
 
 async def test_a_hook_that_raises_is_recorded_and_the_shutdown_goes_on(

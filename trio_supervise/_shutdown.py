@@ -41,7 +41,9 @@ class ShutdownHook:
       priority: an int >= 0; hooks run band by band (``priority // 10``, see ``Band``), the
         hooks of one band concurrently.
       timeout: seconds the hook may take before it is cancelled and recorded as timed out;
-        ``None`` for no limit of its own (the shutdown's deadline still applies).
+        ``None`` for no limit of its own (the shutdown's deadline still applies). A hook
+        that raises ``trio.TooSlowError`` (a ``trio.fail_after`` of its own) is recorded as
+        timed out too, with the error.
 
     Raises:
       SpecError: for an empty name, a non-async ``fn``, a negative priority or timeout.
@@ -286,6 +288,9 @@ class Shutdown:
             raise
         except NothingToDo as nothing:
             status, why = "skipped", f": {nothing}"
+        except trio.TooSlowError as exc:
+            # What trio.fail_after raises: the hook's own limit on something it waited for.
+            status, error = "timed_out", exc
         except Exception as exc:
             status, error = "error", exc
         finally:

@@ -85,6 +85,10 @@ class TreeShared:
     changed: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
     # Paths of runs that overran their shutdown_timeout and have not exited yet.
     unstopped: dict[str, Run] = attrs.field(factory=dict)
+    # What went wrong while the shutdown stopped runs, for its report: the runs it had
+    # to cut at their shutdown_timeout, and those that raised as they stopped.
+    shutdown_overran: list[str] = attrs.field(factory=list)
+    shutdown_errors: list[str] = attrs.field(factory=list)
 
 
 @final
@@ -652,6 +656,8 @@ class Supervisor:
         cause = run.cause
         assert cause is not None
         if run.error is not None:
+            if cause is StopCause.SHUTDOWN:
+                self.shared.shutdown_errors.append(f"{path}: {run.error!r}")
             self.bus.emit(EventKind.CRASHED, path, restarts, run.error, run.stop_reason)
         else:
             self.bus.emit(cause.event, path, restarts, detail=run.stop_reason)
@@ -883,6 +889,8 @@ class Supervisor:
         timeout = run.spec.shutdown_timeout
         assert timeout is not None
         self.shared.unstopped[run.path] = run
+        if run.cause is StopCause.SHUTDOWN:
+            self.shared.shutdown_overran.append(f"{run.path} (shutdown_timeout {timeout:g}s)")
         self.bus.emit(
             EventKind.STOP_TIMEOUT,
             run.path,

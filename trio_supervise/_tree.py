@@ -175,6 +175,15 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
     async def _stop_root(self) -> None:
         self._root.request_stop(StopCause.SHUTDOWN, f"shutdown ({self._shutdown.reason})")
         await self._root_done.wait()
+        # The tree is down, but a stop that had to be cut, or that raised, is not a clean
+        # one: say so in the report (and so in run()'s exit code) rather than "ok".
+        shared = self._shared
+        if shared.shutdown_overran:
+            raise trio.TooSlowError(
+                "cancelled at their shutdown_timeout: " + ", ".join(shared.shutdown_overran)
+            )
+        if shared.shutdown_errors:
+            raise SupervisionError("raised while stopping: " + "; ".join(shared.shutdown_errors))
 
     def _trigger(self, reason: str) -> None:
         if self._shutdown.trigger(reason):
