@@ -92,7 +92,8 @@ class SlowApp:
                 self.cancelled.set()
                 raise
             body = b"slow done"
-        await send({"type": "http.response.start", "status": 200, "headers": []})
+        headers = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -233,6 +234,107 @@ async def test_in_flight_request_finishes_and_listeners_close_after_the_drain_de
     assert http_kinds(tree) == [EventKind.STARTED, EventKind.TERMINATED]
 
 
+async def read_response(stream: trio.SocketStream) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """Read one HTTP/1.1 response with a Content-Length: its status line, headers, body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some()
+        assert chunk, f"the connection closed mid-response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (h.partition(b":") for h in lines)}
+    while len(body) < int(headers[b"content-length"]):
+        body += await stream.receive_some()
+    return status, headers, body
+
+
+async def test_a_keep_alive_request_sent_as_the_last_one_finishes_does_not_stall_the_shutdown() -> (
+    None
+):
+    # The keep-alive race of hypercorn's HTTP/1.1 reader: the client sends its next request
+    # as soon as it has the whole body (Content-Length), before hypercorn has ended the
+    # response (it takes a few scheduler turns; here the app holds its last, empty, body
+    # message). The reader then waits for the connection to be recycled. If the shutdown
+    # begins in between, hypercorn closes the socket instead of recycling it, but its reader
+    # went on waiting until the graceful timeout (5 s here).
+    responded, finish = trio.Event(), trio.Event()
+    paths: list[str] = []
+
+    async def app(scope: Message, receive: Any, send: Callable[[Message], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            return
+        paths.append(scope["path"])
+        headers = [(b"content-length", b"5")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        responded.set()
+        await finish.wait()
+        await send({"type": "http.response.body", "body": b""})
+
+    server = HTTPServer(app, port=0, graceful_timeout=5.0)
+    spec = SupervisorSpec("app", [server.child_spec()])
+
+    async def finish_once_closed() -> None:
+        while server.listening:
+            await trio.testing.wait_all_tasks_blocked()
+        finish.set()
+
+    with trio.fail_after(FAIL_SAFE):
+        async with trio.open_nursery() as nursery:
+            async with supervisor_tree(
+                spec, hooks=[server.shutdown_hook()], shutdown_deadline=8.0
+            ) as tree:
+                stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+                await stream.send_all(b"GET /first HTTP/1.1\r\nhost: t\r\n\r\n")
+                status, headers, body = await read_response(stream)
+                assert (status, body) == (b"HTTP/1.1 200 ", b"first")
+                assert b"connection" not in headers  # sent before the shutdown: kept alive
+                await stream.send_all(b"GET /next HTTP/1.1\r\nhost: t\r\n\r\n")
+                # Real time for the server to read it (the bytes are on a real socket): its
+                # reader then waits for the first response to end.
+                await trio.sleep(0.2)
+                nursery.start_soon(finish_once_closed)
+            # The next request never ran, and the connection is closed, not left open.
+            assert await stream.receive_some() == b""
+            await stream.aclose()
+
+    assert paths == ["/first"]
+    report = tree.shutdown_report
+    assert report is not None
+    assert report.ok
+    assert report.duration < 1.0
+
+
+async def test_a_response_started_during_the_drain_says_connection_close() -> None:
+    app = SlowApp()
+    server = HTTPServer(app, port=0)
+    spec = SupervisorSpec("app", [server.child_spec()])
+
+    async def release_once_closed() -> None:
+        while server.listening:
+            await trio.testing.wait_all_tasks_blocked()
+        app.release.set()
+
+    with trio.fail_after(FAIL_SAFE):
+        async with trio.open_nursery() as nursery:
+            async with supervisor_tree(spec, hooks=[server.shutdown_hook()]) as tree:
+                stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+                await stream.send_all(b"GET /fast HTTP/1.1\r\nhost: t\r\n\r\n")
+                _, before, _ = await read_response(stream)
+                await stream.send_all(b"GET /slow HTTP/1.1\r\nhost: t\r\n\r\n")
+                await app.arrived.wait()
+                nursery.start_soon(release_once_closed)
+            status, during, body = await read_response(stream)
+            await stream.aclose()
+
+    assert b"connection" not in before
+    assert (status, body) == (b"HTTP/1.1 200 ", b"slow done")
+    # The client learns to open a new connection (refused, or another replica's).
+    assert during[b"connection"] == b"close"
+    assert tree.shutdown_report is not None and tree.shutdown_report.ok
+
+
 async def test_a_request_reaching_the_app_once_the_listeners_close_gets_503_unrun() -> None:
     # Hypercorn closes a new connection as idle when its shutdown trigger fires; a request
     # that arrived on it at that moment can still be handed to the app, and its answer is
@@ -311,7 +413,7 @@ async def test_request_longer_than_the_deadline_is_cut_at_the_deadline() -> None
     assert server.in_flight == 0
 
 
-async def test_graceful_timeout_cancels_slow_requests_and_serve_still_returns() -> None:
+async def test_graceful_timeout_cancels_slow_requests_and_the_report_says_so() -> None:
     # With graceful_timeout hypercorn cancels what is still running that long after the
     # listeners closed, and serve() returns by itself well before the deadline.
     app = SlowApp()
@@ -332,7 +434,13 @@ async def test_graceful_timeout_cancels_slow_requests_and_serve_still_returns() 
     assert app.lifespan == ["startup", "shutdown"]
     report = tree.shutdown_report
     assert report is not None
-    assert report.ok
+    # The cut request is in the report: the stop timed out, the shutdown is not ok.
+    assert not report.ok
+    (supervisor,) = [hook for hook in report.hooks if hook.name == "supervisor"]
+    assert supervisor.status == "timed_out"
+    assert str(supervisor.error) == (
+        "cut at a timeout: http (graceful_timeout (0.1s) cut 1 request(s) still in flight)"
+    )
     assert 0.1 <= report.duration < 1.0
 
 
@@ -732,7 +840,7 @@ async def test_config_is_copied_and_its_graceful_timeout_and_logs_are_honoured(
     assert isinstance(results["slow"], httpx.RemoteProtocolError)  # cut after 0.1 s
     report = tree.shutdown_report
     assert report is not None
-    assert report.ok
+    assert not report.ok  # the graceful timeout cut a request
     assert report.duration < 1.0
     assert vars(config) == {"graceful_timeout": 0.1}  # not changed
     # Hypercorn's error log goes to trio_supervise.http; no handler was installed for it.

@@ -244,7 +244,7 @@ async def test_the_supervisor_hook_moves_on_past_a_stop_timeout(
     assert results(report)["supervisor"] == ("timed_out", 10.0)
     assert not report.ok
     (hook,) = [hook for hook in report.hooks if hook.name == "supervisor"]
-    assert str(hook.error) == "cancelled at their shutdown_timeout: b (shutdown_timeout 2s)"
+    assert str(hook.error) == "cut at a timeout: b (shutdown_timeout 2s)"
 
 
 async def test_a_child_that_raises_as_the_shutdown_stops_it_makes_the_report_an_error(

@@ -85,8 +85,9 @@ class TreeShared:
     changed: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
     # Paths of runs that overran their shutdown_timeout and have not exited yet.
     unstopped: dict[str, Run] = attrs.field(factory=dict)
-    # What went wrong while the shutdown stopped runs, for its report: the runs it had
-    # to cut at their shutdown_timeout, and those that raised as they stopped.
+    # What went wrong while the shutdown stopped runs, for its report: the runs cut at a
+    # timeout (their shutdown_timeout, or one of their own that raised TooSlowError), and
+    # those that raised something else as they stopped.
     shutdown_overran: list[str] = attrs.field(factory=list)
     shutdown_errors: list[str] = attrs.field(factory=list)
 
@@ -657,7 +658,10 @@ class Supervisor:
         assert cause is not None
         if run.error is not None:
             if cause is StopCause.SHUTDOWN:
-                self.shared.shutdown_errors.append(f"{path}: {run.error!r}")
+                if isinstance(run.error, trio.TooSlowError):  # cut by a timeout of its own
+                    self.shared.shutdown_overran.append(f"{path} ({run.error})")
+                else:
+                    self.shared.shutdown_errors.append(f"{path}: {run.error!r}")
             self.bus.emit(EventKind.CRASHED, path, restarts, run.error, run.stop_reason)
         else:
             self.bus.emit(cause.event, path, restarts, detail=run.stop_reason)

@@ -180,7 +180,7 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
         shared = self._shared
         if shared.shutdown_overran:
             raise trio.TooSlowError(
-                "cancelled at their shutdown_timeout: " + ", ".join(shared.shutdown_overran)
+                "cut at a timeout: " + ", ".join(shared.shutdown_overran)
             )
         if shared.shutdown_errors:
             raise SupervisionError("raised while stopping: " + "; ".join(shared.shutdown_errors))

@@ -14,8 +14,14 @@ Shutdown:
   1. ``STOP_ACCEPTING`` (``server.shutdown_hook()``): after the drain delay, if one was
      given, the trigger fires. Hypercorn then closes its listeners (new connections are
      refused), closes idle keep-alive connections at once and lets every request in flight
-     finish; a keep-alive connection is closed after its current response. The hook returns
-     once the listening sockets are closed.
+     finish; a keep-alive connection is closed after its current response, which says
+     ``Connection: close`` if it started after the trigger. The hook returns once the
+     listening sockets are closed.
+     A keep-alive client that sent its next request just before hypercorn ended the current
+     response leaves hypercorn's reader waiting on a connection it has closed, until the
+     graceful timeout; such a connection is cancelled a moment after its last request ended
+     (that next request never ran; its client sees the connection close unanswered, as
+     for any request sent on a keep-alive connection that the server is closing).
      A request that reaches the app once the trigger has fired (a new connection's first
      request, sent as the listeners closed) is answered 503 unrun: hypercorn may be
      closing its connection as idle at the same moment, and a request the client never
@@ -25,8 +31,9 @@ Shutdown:
      request finished and the app's lifespan shutdown ran.
 
   In-flight requests are bounded by ``graceful_timeout`` if you give one (hypercorn cancels
-  them that many seconds after the listeners closed, and ``serve()`` still returns by
-  itself), else only by the tree: the child's ``shutdown_timeout`` and the shutdown's
+  them that many seconds after the listeners closed; the child then raises
+  ``trio.TooSlowError`` as it stops, so the report's ``"supervisor"`` hook is
+  ``timed_out`` and ``run()`` exits 1), else only by the tree: the child's ``shutdown_timeout`` and the shutdown's
   ``shutdown_deadline``. At the deadline the tree cancels ``serve()``; the requests still
   running are cut (their clients see the connection close without a response) and the
   report says ``deadline_exceeded``. WebSocket connections count as in flight until they end.
@@ -104,6 +111,9 @@ _JSON: Final = "application/json"
 _CLOSE_TICKS: Final = 20
 _CLOSE_POLL: Final = 0.002
 _PORT_HINT: Final = "; 0 picks a free port"
+# How often connections whose request ended during the drain are checked (see
+# _close_stuck_connections); a stuck one lingers at most about twice this long.
+_STUCK_POLL: Final = 0.05
 
 
 class MetricsSource(Protocol):
@@ -265,6 +275,12 @@ class _Run:
     urls: tuple[str, ...] = ()
     # The path of the child that serves it, for the log records.
     path: str = ""
+    # The connections (their hypercorn nurseries) whose request ended after the trigger
+    # fired: each is closed by hypercorn, or else by _close_stuck_connections. The value
+    # says whether the last check found it without a task.
+    ended: dict[trio.Nursery, bool] = attrs.field(factory=dict)
+    # Requests of this run that hypercorn's graceful_timeout cut.
+    cut: int = 0
 
     @property
     def listening(self) -> bool:
@@ -499,13 +515,18 @@ class HTTPServer:
             # restarted server's old run drains. (Cast: hypercorn types scopes as TypedDicts.)
             app = cast(ASGIFramework, functools.partial(self._asgi, run))
             try:
-                await hypercorn.trio.serve(
-                    app,
-                    self._run_config(run),
-                    shutdown_trigger=run.trigger.wait,
-                    task_status=_Started(self, run, task_status),
-                    mode="asgi",
-                )
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_close_stuck_connections, run)
+                    try:
+                        await hypercorn.trio.serve(
+                            app,
+                            self._run_config(run),
+                            shutdown_trigger=run.trigger.wait,
+                            task_status=_Started(self, run, task_status),
+                            mode="asgi",
+                        )
+                    finally:
+                        nursery.cancel_scope.cancel()
             except BaseExceptionGroup as group:
                 # Hypercorn's nested nurseries wrap a lone error (a port in use, a failed
                 # lifespan startup) in groups; report it as itself. Cancellation and
@@ -521,6 +542,12 @@ class HTTPServer:
                 # The shutdown hook drained it: returning now would be a clean exit that
                 # the supervisor restarts. Stay up, not listening, until it stops us.
                 await run.stop_called.wait()
+            if run.cut:
+                # Not a clean stop: the shutdown report must say so, not "ok".
+                raise trio.TooSlowError(
+                    f"graceful_timeout ({self._graceful_timeout:g}s) cut {run.cut}"
+                    " request(s) still in flight"
+                )
         finally:
             run.done.set()
 
@@ -564,12 +591,71 @@ class HTTPServer:
             # sees an answer: refuse it unrun, so that no unanswered request had an effect.
             headers = [(b"connection", b"close")]
             await _respond(send, 503, _json({"error": "shutting down"}), headers=headers)
+            run.ended.setdefault(_connection_of_current_request(), False)
             return
+        http = scope["type"] == "http"
         self._in_flight += 1
         try:
-            await self._app(scope, receive, send)
+            await self._app(scope, receive, _closing_while_draining(run, send) if http else send)
+        except trio.Cancelled:
+            if run.trigger.is_set():
+                run.cut += 1
+            raise
         finally:
             self._in_flight -= 1
+            if http and run.trigger.is_set():
+                run.ended.setdefault(_connection_of_current_request(), False)
+
+
+def _closing_while_draining(run: _Run, send: Send) -> Send:
+    """``send``, adding ``Connection: close`` to a response started once the trigger fired.
+
+    The client then opens a new connection for its next request (refused, or answered by
+    another replica) instead of sending it on one that hypercorn is about to close.
+    """
+
+    async def closing_send(message: Message) -> None:
+        if message["type"] == "http.response.start" and run.trigger.is_set():
+            headers = list(message.get("headers", ()))
+            if not any(name.lower() == b"connection" for name, _ in headers):
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await send(message)
+
+    return closing_send
+
+
+def _connection_of_current_request() -> trio.Nursery:
+    # Hypercorn's Trio worker runs each request's app in a task of its connection's nursery,
+    # whose body is the task reading the connection.
+    nursery = trio.lowlevel.current_task().parent_nursery
+    assert nursery is not None
+    return nursery
+
+
+async def _close_stuck_connections(run: _Run) -> None:
+    """Once the trigger fired, cancel the connections that hypercorn leaves open.
+
+    When a keep-alive client's next request arrives while the current one is still
+    finishing, hypercorn's HTTP/1.1 reader waits for the connection to be recycled (h11
+    PAUSED). If the shutdown began in between, hypercorn closes the socket instead, but its
+    reader goes on waiting, so the connection's task lives until the graceful timeout or
+    the deadline. A connection with no task left (no request, no keep-alive timer) after
+    its last request ended has nothing more to do: cancelling it loses nothing, since the
+    unread request never ran. Taskless at two checks in a row, not one: between stopping its
+    keep-alive timer and starting the next request's task, a live connection has no task
+    for a moment.
+    """
+    await run.trigger.wait()
+    ended = run.ended
+    while True:
+        await trio.sleep(_STUCK_POLL)
+        for connection, was_taskless in list(ended.items()):
+            taskless = not connection.child_tasks
+            if taskless and was_taskless:
+                connection.cancel_scope.cancel()
+                del ended[connection]
+            else:
+                ended[connection] = taskless
 
 
 def _lone_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
