@@ -332,7 +332,8 @@ async def test_a_response_started_during_the_drain_says_connection_close() -> No
     assert (status, body) == (b"HTTP/1.1 200 ", b"slow done")
     # The client learns to open a new connection (refused, or another replica's).
     assert during[b"connection"] == b"close"
-    assert tree.shutdown_report is not None and tree.shutdown_report.ok
+    assert tree.shutdown_report is not None
+    assert tree.shutdown_report.ok
 
 
 async def test_a_request_reaching_the_app_once_the_listeners_close_gets_503_unrun() -> None:

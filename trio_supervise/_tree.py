@@ -179,9 +179,7 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
         # one: say so in the report (and so in run()'s exit code) rather than "ok".
         shared = self._shared
         if shared.shutdown_overran:
-            raise trio.TooSlowError(
-                "cut at a timeout: " + ", ".join(shared.shutdown_overran)
-            )
+            raise trio.TooSlowError("cut at a timeout: " + ", ".join(shared.shutdown_overran))
         if shared.shutdown_errors:
             raise SupervisionError("raised while stopping: " + "; ".join(shared.shutdown_errors))
 

@@ -33,10 +33,11 @@ Shutdown:
   In-flight requests are bounded by ``graceful_timeout`` if you give one (hypercorn cancels
   them that many seconds after the listeners closed; the child then raises
   ``trio.TooSlowError`` as it stops, so the report's ``"supervisor"`` hook is
-  ``timed_out`` and ``run()`` exits 1), else only by the tree: the child's ``shutdown_timeout`` and the shutdown's
-  ``shutdown_deadline``. At the deadline the tree cancels ``serve()``; the requests still
-  running are cut (their clients see the connection close without a response) and the
-  report says ``deadline_exceeded``. WebSocket connections count as in flight until they end.
+  ``timed_out`` and ``run()`` exits 1), else only by the tree: the child's
+  ``shutdown_timeout`` and the shutdown's ``shutdown_deadline``. At the deadline the tree
+  cancels ``serve()``; the requests still running are cut (their clients see the
+  connection close without a response) and the report says ``deadline_exceeded``.
+  WebSocket connections count as in flight until they end.
 
 Example::
 
