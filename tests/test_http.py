@@ -705,6 +705,57 @@ async def test_health_app_passes_everything_else_to_a_starlette_app() -> None:
     assert steps == ["startup", "shutdown"]
 
 
+async def raw_exchange(port: int, request: bytes) -> tuple[bytes, bytes]:
+    """Send ``request`` on a new connection; the status line and body, once it closes."""
+    received = b""
+    with trio.fail_after(FAIL_SAFE):
+        async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+            await stream.send_all(request)
+            while chunk := await stream.receive_some():
+                received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0], body
+
+
+async def test_absolute_form_is_routed_by_path_and_ambiguous_framing_is_refused() -> None:
+    # RFC 9112, 3.2.2: "a server MUST accept the absolute-form"; hypercorn handed the whole
+    # URL on as the path. 6.3: both Content-Length and Transfer-Encoding may be smuggling;
+    # hypercorn read the body by Transfer-Encoding and kept the connection for more.
+    seen: list[tuple[str, bytes, bytes]] = []
+
+    async def app(
+        scope: Message, receive: object, send: Callable[[Message], Awaitable[None]]
+    ) -> None:
+        if scope["type"] == "http":
+            seen.append((scope["path"], scope["raw_path"], scope["query_string"]))
+            headers = [(b"content-length", b"6")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"routed"})
+
+    server = HTTPServer(app, port=0)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    async with supervisor_tree(spec):
+        port = server.port
+        for target in (b"http://example.com/a%20b?x=1", b"HTTPS://example.com", b"/plain"):
+            request = b"GET " + target + b" HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n"
+            assert await raw_exchange(port, request) == (b"HTTP/1.1 200 ", b"routed")
+        assert seen == [("/a b", b"/a%20b", b"x=1"), ("/", b"/", b""), ("/plain", b"/plain", b"")]
+        # No "Connection: close": the server closes it (else raw_exchange would wait).
+        request = (
+            b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
+        status, body = await raw_exchange(port, request)
+        assert (status, json.loads(body)) == (
+            b"HTTP/1.1 400 ",
+            {
+                "error": "request has both Content-Length and Transfer-Encoding: ambiguous"
+                " framing; send one"
+            },
+        )
+        assert len(seen) == 3  # the app never saw it
+
+
 async def test_an_app_that_ignores_the_lifespan_is_served() -> None:
     # Plain ASGI apps often just return for scopes they do not handle; hypercorn would
     # fail on a closed channel, so the server answers the lifespan for them.

@@ -34,13 +34,17 @@ within ``DemoConfig.graceful_timeout``), ``websocket`` (each client gets
 flushed and closed. The report is printed as a table and the process exits 0 when every
 step was ``ok``.
 
-HTTP API (every error is JSON ``{"error": "..."}`` naming what was wrong):
+HTTP API (every error is JSON ``{"error": "..."}`` naming what was wrong; only malformed
+HTTP, which never reaches the app, gets hypercorn's own empty 400, 431 or 501):
 
-* ``POST /notes`` with ``{"text": "..."}``: 201 ``{"id": N}`` once the row is committed,
-  then the broadcast. 400 for an empty body or one that is not JSON, 413 for a body over
-  ``MAX_BODY_BYTES``, 422 for a body that is not an object or a ``text`` that is missing,
-  not a string, empty, longer than ``MAX_NOTE_CHARS`` characters (422, not 413: the body
-  is fine, the field is not) or not storable (NUL characters, lone surrogates). Other keys
+* ``POST /notes`` with ``{"text": "..."}`` as ``application/json`` (or no type): 201
+  ``{"id": N}`` once the row is committed, then the broadcast. 400 for an empty body, one
+  that is not UTF-8 (a BOM is skipped) or not strict JSON (no NaN or Infinity, integers of
+  at most ``MAX_JSON_INT_DIGITS`` digits), one cut short, or a repeated ``Content-Type``;
+  413 for a body over ``MAX_BODY_BYTES``; 415 for another type or charset; 422 for a key
+  repeated in an object, a body that is not an object or a ``text`` that is missing, not a
+  string, empty, longer than ``MAX_NOTE_CHARS`` characters (422, not 413: the body is
+  fine, the field is not) or not storable (NUL characters, lone surrogates). Other keys
   are ignored.
 * ``GET /notes?after=ID&limit=N``: a page of notes, oldest first: 200 ``{"notes": [{"id",
   "text"}...], "next": ID}`` with the notes after id ``after`` (default 0), at most ``limit``
@@ -49,12 +53,13 @@ HTTP API (every error is JSON ``{"error": "..."}`` naming what was wrong):
   422 for a bad or repeated parameter.
 * ``GET /notes/{id}``: 200 ``{"id", "text"}``, 404 when there is no such note, 422 for an id
   that is not a positive integer.
-* ``GET /work?seconds=S``: sleeps S seconds (a finite number, 0 <= S <= ``MAX_WORK_SECONDS``),
+* ``GET /work?seconds=S``: sleeps S seconds (a decimal number, 0 <= S <= ``MAX_WORK_SECONDS``),
   then 200 ``{"slept": S}``; 422 for a missing or bad ``seconds``.
 * ``GET /tree``: the live tree (name, path, kind, state, restarts, last error, children),
   the health, whether the shutdown runs, the HTTP requests in flight (this one included) and
   the open WebSocket connections.
-* Unknown paths get 404, wrong methods 405, both as JSON.
+* Unknown paths get 404 (a trailing slash makes an unknown path), wrong methods 405, both
+  as JSON; a WebSocket handshake on the HTTP port gets 404 naming the WebSocket URL.
 
 WebSocket ``/ws``: ``{"type": "hello"}`` on connect, ``{"type": "note", "id": N}`` per new
 note, ``{"type": "server_shutdown"}`` and a close with 1001 at shutdown. A client may send
@@ -71,6 +76,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO, final
 
@@ -79,9 +85,10 @@ import trio
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 from trio_websocket import WebSocketConnection
 
 from trio_supervise import (
@@ -149,6 +156,10 @@ _MAX_ID_DIGITS: Final = len(str(_MAX_ID))
 # error would tell the client about sys.set_int_max_str_digits().
 MAX_JSON_INT_DIGITS: Final = 100
 _DIGITS: Final = re.compile(r"[0-9]+")
+# A decimal number in ASCII: 2, -1, 0.5, .5, 1e1.
+_DECIMAL: Final = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+# What JSON counts as whitespace (str.strip() would take Unicode spaces too).
+_JSON_WHITESPACE: Final = " \t\r\n"
 # How often the startup child looks at the root's state while it waits for it to run.
 _STARTUP_POLL: Final = 0.05
 
@@ -334,53 +345,93 @@ def _short(text: str, limit: int = 60) -> str:
 
 async def _read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
+    # h11 let through only ASCII digits, at most 20 of them.
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise BadInput(
             413, f"request body too large: {declared} bytes, the limit is {MAX_BODY_BYTES}"
         )
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise BadInput(
-                413, f"request body too large: more than the limit of {MAX_BODY_BYTES} bytes"
-            )
+    try:
+        async with aclosing(request.stream()) as chunks:
+            async for chunk in chunks:
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise BadInput(
+                        413,
+                        f"request body too large: more than the limit of {MAX_BODY_BYTES} bytes",
+                    )
+    except ClientDisconnect:
+        # The body never came whole: the client closed, or sent a bad chunk (hypercorn has
+        # answered 400 then). A client's mistake, not a server error: Starlette would answer
+        # 500 and hypercorn log it at ERROR with a traceback. Nobody reads this answer.
+        raise BadInput(
+            400, "request body incomplete: the connection ended before the whole body came"
+        ) from None
     return bytes(body)
-
-
-class _NumberTooLong(Exception):
-    def __init__(self, digits: int) -> None:
-        super().__init__(digits)
-        self.digits = digits
 
 
 def _json_int(text: str) -> int:
     digits = len(text) - text.startswith("-")
     if digits > MAX_JSON_INT_DIGITS:
-        raise _NumberTooLong(digits)
+        raise BadInput(
+            400,
+            f"request body is not valid JSON: a number of {digits} digits; at most"
+            f" {MAX_JSON_INT_DIGITS} are taken",
+        )
     return int(text)
+
+
+def _json_constant(name: str) -> float:
+    # json.loads() takes NaN, Infinity and -Infinity, which JSON does not have.
+    raise BadInput(400, f"request body is not valid JSON: {name} is not a JSON number")
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads() keeps the last of a repeated key; another parser may keep the first.
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            shown = json.dumps(key if len(key) <= 60 else key[:60] + "...", ensure_ascii=False)
+            raise BadInput(
+                422, f"request body repeats the key {shown} in one object; give each key once"
+            )
+        seen.add(key)
+    return dict(pairs)
 
 
 def parse_note(body: bytes) -> str:
     """The text of a ``POST /notes`` body.
 
+    The body is UTF-8 (a byte order mark is skipped), strict JSON (no ``NaN``, no
+    ``Infinity``, no key twice in one object, integers of at most ``MAX_JSON_INT_DIGITS``
+    digits).
+
     Raises:
-      BadInput: 400 when the body is not JSON; 422 when it is not an object or its
-        ``text`` is missing, not a string, empty, too long or not storable.
+      BadInput: 400 when the body is empty, not UTF-8 or not JSON; 422 when it repeats a
+        key, is not an object, or its ``text`` is missing, not a string, empty, too long or
+        not storable.
     """
-    if not body.strip():
-        raise BadInput(400, 'request body is empty; send JSON such as {"text": "hello"}')
     try:
-        payload = json.loads(body, parse_int=_json_int)
-    except _NumberTooLong as exc:
+        # Not json.loads(bytes), which also takes UTF-16 and UTF-32, and surrogates.
+        document = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
         raise BadInput(
             400,
-            f"request body is not valid JSON: a number of {exc.digits} digits; at most"
-            f" {MAX_JSON_INT_DIGITS} are taken",
+            f"request body is not valid UTF-8: {exc.reason} at byte {exc.start}; send JSON"
+            " in UTF-8",
         ) from None
+    if not document.strip(_JSON_WHITESPACE):
+        raise BadInput(400, 'request body is empty; send JSON such as {"text": "hello"}')
+    try:
+        payload = json.loads(
+            document,
+            parse_int=_json_int,
+            parse_constant=_json_constant,
+            object_pairs_hook=_json_object,
+        )
     except RecursionError:
         raise BadInput(400, "request body is not valid JSON: nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+    except ValueError as exc:  # JSONDecodeError
         raise BadInput(400, f"request body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise BadInput(
@@ -425,22 +476,34 @@ def _json_type(value: object) -> str:
     return "object"
 
 
-def check_json_content_type(header: str | None) -> None:
-    """Refuse a body that says it is not JSON (no ``Content-Type`` is taken as JSON).
+def check_json_content_type(values: Sequence[str]) -> None:
+    """Refuse a body that says it is not JSON in UTF-8, given the ``Content-Type`` values
+    of the request (none: taken as JSON).
 
     Raises:
-      BadInput: 415 for any type but ``application/json`` (parameters such as a charset
-        are fine).
+      BadInput: 400 for a ``Content-Type`` given more than once; 415 for any type but
+        ``application/json``, or a charset but UTF-8 (other parameters are ignored).
     """
-    if header is None:
+    if not values:
         return
-    media_type = header.split(";", 1)[0].strip().lower()
-    if media_type != "application/json":
+    if len(values) > 1:
+        raise BadInput(
+            400, f"Content-Type is given {len(values)} times; send it once: application/json"
+        )
+    media_type, *parameters = values[0].split(";")
+    if media_type.strip().lower() != "application/json":
         raise BadInput(
             415,
             f"request body must be JSON, sent as Content-Type: application/json (got"
-            f" {_short(header)})",
+            f" {_short(values[0])})",
         )
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        charset = value.strip().strip('"')
+        if name.strip().lower() == "charset" and charset.lower() != "utf-8":
+            raise BadInput(
+                415, f"request body must be JSON in UTF-8 (got charset {_short(charset)})"
+            )
 
 
 def parse_note_id(raw: str) -> int:
@@ -472,12 +535,12 @@ def parse_seconds(values: Sequence[str]) -> float:
     if len(values) > 1:
         raise BadInput(422, f"query parameter seconds is given {len(values)} times; give it once")
     raw = values[0]
-    try:
-        seconds = float(raw)
-    except ValueError:
+    # Not float() alone, which also takes "1_0", " 1", "١" (Arabic one), "nan" and "inf".
+    if not _DECIMAL.fullmatch(raw):
         raise BadInput(
             422, f"query parameter seconds must be a number (got {_short(raw)}); {allowed}"
-        ) from None
+        )
+    seconds = float(raw)
     if not math.isfinite(seconds) or not 0 <= seconds <= MAX_WORK_SECONDS:
         raise BadInput(422, f"query parameter seconds must be {allowed} (got {_short(raw)})")
     return seconds
@@ -626,11 +689,16 @@ class DemoService:
             *self.db.shutdown_hooks(),
         ]
 
-    def ready_line(self) -> str:
-        """``ready http=http://HOST:PORT ws=ws://HOST:PORT/ws`` with the bound ports."""
+    @property
+    def ws_url(self) -> str:
+        """``ws://HOST:PORT/ws`` with the bound port."""
         host = self.config.host
         ws_host = f"[{host.strip('[]')}]" if ":" in host else host
-        return f"ready http={self.http.bound[0]} ws=ws://{ws_host}:{self.websocket.port}{WS_PATH}"
+        return f"ws://{ws_host}:{self.websocket.port}{WS_PATH}"
+
+    def ready_line(self) -> str:
+        """``ready http=http://HOST:PORT ws=ws://HOST:PORT/ws`` with the bound ports."""
+        return f"ready http={self.http.bound[0]} ws={self.ws_url}"
 
     async def _startup(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         # The first child: the metrics see every later child start. It reports started at
@@ -685,12 +753,13 @@ class DemoService:
 
     def app(self) -> Starlette:
         """The Starlette app of the notes API (``health_app`` adds the probes around it)."""
-        return Starlette(
+        app = Starlette(
             routes=[
                 Route("/notes", self._notes, methods=["GET", "POST"]),
                 Route("/notes/{note_id}", self._get_note, methods=["GET"]),
                 Route("/work", self._work, methods=["GET"]),
                 Route("/tree", self._tree, methods=["GET"]),
+                WebSocketRoute("/{path:path}", self._websocket_elsewhere),
             ],
             exception_handlers={
                 BadInput: self._on_bad_input,
@@ -698,6 +767,15 @@ class DemoService:
                 Exception: self._on_error,
             },
         )
+        # A path with a trailing slash is an unknown path (404 JSON), not a 307 to the
+        # other spelling, built from the client's Host header, with an empty body.
+        app.router.redirect_slashes = False
+        return app
+
+    async def _websocket_elsewhere(self, websocket: WebSocket) -> None:
+        # Else Starlette refuses with a bare 403; the WebSocket server has its own port.
+        message = f"no WebSocket endpoint on this port: connect to {self.ws_url}"
+        await websocket.send_denial_response(_error(404, message))
 
     async def _on_bad_input(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BadInput)
@@ -705,8 +783,11 @@ class DemoService:
 
     async def _on_http_exception(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        # The path as sent (decoded), not request.url.path: Starlette rebuilds that as a URL
+        # ("/*" for "*", "%23" for "#").
+        path = request.scope["path"]
         if exc.status_code == 404:
-            message = f"no such endpoint: {request.method} {request.url.path}"
+            message = f"no such endpoint: {request.method} {path}"
         elif exc.status_code == 405:
             allow = next(
                 (value for key, value in (exc.headers or {}).items() if key.lower() == "allow"),
@@ -714,7 +795,7 @@ class DemoService:
             )
             # Starlette joins a set: its order changes from run to run.
             allowed = ", ".join(sorted(m.strip() for m in allow.split(",") if m.strip()))
-            message = f"method {request.method} not allowed on {request.url.path}; use {allowed}"
+            message = f"method {request.method} not allowed on {path}; use {allowed}"
         else:
             message = str(exc.detail)
         return _error(exc.status_code, message, exc.headers)
@@ -724,7 +805,7 @@ class DemoService:
         return _error(500, f"internal error ({type(exc).__name__}); see the service's log")
 
     async def _post_note(self, request: Request) -> Response:
-        check_json_content_type(request.headers.get("content-type"))
+        check_json_content_type(request.headers.getlist("content-type"))
         text = parse_note(await _read_body(request))
         note_id = await self.db.insert("INSERT INTO notes (text) VALUES (?)", (text,))
         # Committed: acknowledge, then tell the WebSocket clients (after the response, still

@@ -65,6 +65,7 @@ import math
 import socket
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final, Protocol, cast, final
+from urllib.parse import unquote
 
 import attrs
 import trio
@@ -106,6 +107,9 @@ READY_PATH: Final = "/health/ready"
 METRICS_PATH: Final = "/metrics"
 _ALLOWED: Final = ("GET", "HEAD")
 _JSON: Final = "application/json"
+_AMBIGUOUS_FRAMING: Final = (
+    "request has both Content-Length and Transfer-Encoding: ambiguous framing; send one"
+)
 
 # Polling the listening sockets until hypercorn has closed them: hypercorn gives no signal
 # for it, and it takes a few scheduler ticks after the trigger. Tick first, then back off.
@@ -338,6 +342,12 @@ class HTTPServer:
     started with ``task_status`` semantics: it counts as started once its socket listens,
     so the siblings after it start only when HTTP is accepting. Each (re)start binds anew
     and has its own shutdown trigger.
+
+    Two requests hypercorn passes on as they come are mended first: an absolute-form target
+    (``GET http://host/path``, which RFC 9112 3.2.2 says a server must accept) reaches the
+    app with its path, and one with both ``Content-Length`` and ``Transfer-Encoding``
+    (ambiguous framing, RFC 9112 6.3: request smuggling) is answered 400 JSON unrun, and
+    its connection closed.
 
     Args:
       app: the ASGI 3 app to serve; wrap it with ``health_app`` for the health endpoints.
@@ -595,6 +605,11 @@ class HTTPServer:
             run.ended.setdefault(_connection_of_current_request(), False)
             return
         http = scope["type"] == "http"
+        if http and _ambiguous_framing(scope):
+            body = _json({"error": _AMBIGUOUS_FRAMING})
+            await _respond(send, 400, body, headers=[(b"connection", b"close")])
+            return
+        scope = _origin_form(scope)
         self._in_flight += 1
         try:
             await self._app(scope, receive, _closing_while_draining(run, send) if http else send)
@@ -657,6 +672,30 @@ async def _close_stuck_connections(run: _Run) -> None:
                 del ended[connection]
             else:
                 ended[connection] = taskless
+
+
+def _ambiguous_framing(scope: Scope) -> bool:
+    """Both ``Content-Length`` and ``Transfer-Encoding``: h11 reads the body by the latter
+    and keeps the connection; a proxy in front may have read it by the former, and the rest
+    is then a request it never saw (smuggling). RFC 9112, 6.3: reject it, or close after it.
+    """
+    names = {name.lower() for name, _ in scope["headers"]}
+    return b"content-length" in names and b"transfer-encoding" in names
+
+
+def _origin_form(scope: Scope) -> Scope:
+    """``scope`` with the path of an absolute-form target (``GET http://host/path``).
+
+    RFC 9112, 3.2.2: "a server MUST accept the absolute-form in requests"; hypercorn passes
+    the whole URL on as the path, which no route matches.
+    """
+    scheme, separator, rest = (scope.get("raw_path") or b"").partition(b"://")
+    if not separator or scheme.lower() not in (b"http", b"https"):
+        return scope
+    slash = rest.find(b"/")
+    raw_path = rest[slash:] if slash >= 0 else b"/"
+    # As hypercorn makes the path of an origin-form target.
+    return {**scope, "raw_path": raw_path, "path": unquote(raw_path.decode("ascii"))}
 
 
 def _lone_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
