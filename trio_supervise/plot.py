@@ -1076,7 +1076,7 @@ def shutdown_gantt(
             texts.append((row, hook.start + hook.duration, inline[row]))
     # Room before 0 for a hook that took no time (a line that the axis would hide), and
     # after the last bar for the text written after it.
-    pad = right * (_TEXT_GAP + 2.0) / width if right > 0 else 0.05
+    pad = right * (_TEXT_GAP + 2.0) / width if right > 0 else 0.05 if bars else 0.0
     limit = right * 1.02 if right > 0 else 1.0
     for _, x, words in texts:
         share = min((2 * _TEXT_GAP + _text_width(words)) / width, 0.6)
