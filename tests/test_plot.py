@@ -801,7 +801,8 @@ async def test_the_last_marks_are_inside_the_axes(
 ) -> None:
     # Narrow panels: 2% of the axis is less than half a terminated square. With the
     # constrained layout, and without a layout engine at all.
-    for layout in ["constrained", None]:
+    layouts: list[Literal["constrained"] | None] = ["constrained", None]
+    for layout in layouts:
         figure = Figure(figsize=(6, 2.5), layout=layout)
         panels = figure.subplots(1, 3)
         for ax, strategy in zip(panels, Strategy, strict=True):

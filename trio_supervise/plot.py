@@ -347,7 +347,7 @@ def _text_width(text: str) -> float:
     return float(width)
 
 
-def _xlim(ax: Axes, left: float, right: float) -> tuple[float, float]:
+def _xlim(ax: Axes, left: float, right: float) -> None:
     """Set the x limits, as wide as what panels sharing this x axis already show."""
     if any(
         other is not ax and other.has_data() for other in ax.get_shared_x_axes().get_siblings(ax)
@@ -358,7 +358,6 @@ def _xlim(ax: Axes, left: float, right: float) -> tuple[float, float]:
     if right <= left:
         right = left + 1.0
     ax.set_xlim(left, right)
-    return left, right
 
 
 def _padded(left: float, right: float, width: float, points: float) -> float:
@@ -672,7 +671,8 @@ def restart_timeline(
     The artists carry a ``gid`` for tools and tests: ``"run"`` and ``"waiting"`` bars and
     the ``"shutdown"`` span in ``ax.patches``, one Line2D per mark kind in ``ax.lines``
     (``"crash"``, ``"exit"``, ``"terminated"``, ``"stop-timeout"``, ``"gave-up"``), and
-    ``"error"`` texts.
+    the ``"errors"`` artist in ``ax.artists``, whose children, once the figure is drawn,
+    are the ``"error"`` texts (they are placed at each draw, for the axes as laid out).
 
     Args:
       history: the events, oldest first (``tree.history``).
@@ -945,18 +945,22 @@ def shutdown_gantt(
     Each hook is a bar from when it started for as long as it took, coloured by its status
     (green ok, red error, orange timed out, purple cancelled); a skipped hook has no bar,
     only the word "skipped" (where it started when it had nothing to do, else where the
-    shutdown ended). Rows are labelled ``BAND · hook`` and ordered by priority. Behind the
-    rows of each band, the time the band took is shaded in a tint of its own, named in the
-    legend with that time (``DRAIN band: 2.5s``). The deadline is a red dashed line, a
-    forced end a purple one. The x axis is in seconds since the shutdown started.
+    shutdown ended; before that point when there is no room after it). Rows are labelled
+    ``BAND · hook`` and ordered by priority. Behind the rows of each band, the time the
+    band took is shaded in a tint of its own, named in the legend with that time
+    (``DRAIN band: 2.5s``). The deadline is a red dashed line, a forced end a purple one.
+    The x axis is in seconds since the shutdown started.
 
     A failed hook's error is written after its bar as ``Type: message`` when that is
     short; a longer one as ``Type [1]``, with note 1 below the axes giving the hook and the
-    whole message, wrapped (cut after six lines; ``report.format()`` has it all).
+    whole message, wrapped (cut after six lines; ``report.format()`` has it all). In a
+    figure of several panels, the figure gets one legend for all of them, as with
+    ``restart_timeline``.
 
     The artists carry a ``gid`` for tools and tests: ``"hook"`` and ``"band"`` patches,
-    ``"deadline"``, ``"forced"`` and ``"separator"`` lines, ``"error"``, ``"notes"`` and
-    ``"skipped"`` texts.
+    ``"deadline"``, ``"forced"`` and ``"separator"`` lines, the ``"notes"`` text, and the
+    ``"errors"`` and ``"skipped"`` artists in ``ax.artists``, whose children, once the
+    figure is drawn, are the ``"error"`` and ``"skipped"`` texts.
 
     Args:
       report: the report (``tree.shutdown_report``).
