@@ -628,9 +628,14 @@ async def test_a_dropped_client_that_does_not_read_is_cut_off_after_close_timeou
     autojump_clock: trio.testing.MockClock, listener: SocketPairListener
 ) -> None:
     ended: list[float] = []
-    server = WebSocketServer(
-        recording_closes(ended), port=0, broadcast_timeout=5.0, close_timeout=3.0
-    )
+
+    async def idle_until_cancelled(conn: WebSocketConnection) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            ended.append(trio.current_time())
+
+    server = WebSocketServer(idle_until_cancelled, port=0, broadcast_timeout=5.0, close_timeout=3.0)
     spec = SupervisorSpec("app", [server.child_spec()])
     with trio.fail_after(FAIL_SAFE):
         async with supervisor_tree(spec), open_pair_client(listener, takes=0) as stalled:
@@ -640,8 +645,9 @@ async def test_a_dropped_client_that_does_not_read_is_cut_off_after_close_timeou
             assert [await server.broadcast("m0"), await server.broadcast(BIG)] == [1, 1]
             await trio.sleep(20.0)
             messages, reason = await read_until_closed(stalled)
-    # Dropped at 5 s, its stream closed at the close's deadline, 3 s later: it reads what
-    # was written, part of BIG, and no close frame (1006).
+    # Dropped at 5 s, its stream closed at the close's deadline, 3 s later, and then its
+    # handler, which never touches the connection, cancelled. The client reads what was
+    # written, part of BIG, and no close frame (1006).
     assert ended == [start + 8.0]
     assert messages == ["m0"]
     assert reason.code == 1006

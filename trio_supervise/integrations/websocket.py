@@ -15,10 +15,10 @@ part in the graceful shutdown in two steps:
 A client thus reads the notice, then a close with code 1001, never a bare TCP close (1006).
 
 ``broadcast()`` never waits for a client: it puts the message in each connection's bounded
-queue, which that connection's own task sends in order. A client that falls
-``broadcast_queue`` messages behind, or does not take one within ``broadcast_timeout``, is
-closed with 1008 "policy violation", so that it holds neither its broadcaster (an HTTP
-request, say) nor the server's memory.
+queue, which that connection's own task sends in order. A client that falls behind by a
+full queue (``broadcast_queue``) and a full socket buffer, or does not take a message
+within ``broadcast_timeout``, is closed with 1008 "policy violation", so that it holds
+neither its broadcaster (an HTTP request, say) nor the server's memory.
 
 Example::
 
@@ -148,6 +148,8 @@ class _Connection:
     sender_done: trio.Event = attrs.Factory(trio.Event)
     # True once dropped as a slow consumer (logged then, and out of the registry).
     dropped: bool = False
+    # Wraps the handler; cancelled once a drop's close is done, as the connection is over.
+    handler_scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     # Wakes the sender task while it waits for a send: set when the send is done, or by
     # a broadcast that found the queue full. A fresh one for each wait.
     alarm: trio.Event = attrs.Factory(trio.Event)
@@ -362,12 +364,12 @@ class _ServerRun:
             outbox, queued = trio.open_memory_channel[str](server._broadcast_queue)
             connection = _Connection(ws, _describe(stream), stream.socket, nursery, outbox, queued)
             self.registry[ws] = connection
-            # Accepted as stop() began, it gets no greeting, only the goodbye.
             greeting = None if self.stopping else server._greeting
             nursery.start_soon(self._send_queued, connection, greeting)
             if self.stopping:
-                # Accepted as stop() began, it waits for this event: no handler, just the
-                # goodbye, in stop()'s nursery (or here if stop() is already past it).
+                # Accepted as stop() began, it waits for this event: no greeting and no
+                # handler, just the goodbye, in stop()'s nursery (or here if stop() is
+                # already past it).
                 if self._goodbyes is not None:
                     self._goodbyes.start_soon(self._goodbye, connection, self.stop_deadline)
                 else:
@@ -377,7 +379,9 @@ class _ServerRun:
             handshake.set()
         try:
             if not self.stopping:
-                code, reason = await self._handle(connection)
+                code, reason = _NORMAL, None
+                with connection.handler_scope:
+                    code, reason = await self._handle(connection)
                 if not self.stopping:
                     deadline = trio.current_time() + server._close_timeout
                     await self._close(connection, code, reason, deadline)
@@ -516,7 +520,6 @@ class _ServerRun:
             return
         connection.dropped = True
         self.registry.pop(connection.ws, None)
-        server = self._server
         log(
             logging.WARNING,
             "WebSocket client %s is too slow: %s (%s); closing it with 1008 policy violation",
@@ -527,10 +530,13 @@ class _ServerRun:
             kind="WEBSOCKET_SLOW_CONSUMER",
             to=logger,
         )
-        deadline = trio.current_time() + server._close_timeout
-        connection.nursery.start_soon(
-            self._close, connection, POLICY_VIOLATION, f"too slow: {why}", deadline
-        )
+        connection.nursery.start_soon(self._close_dropped, connection, f"too slow: {why}")
+
+    async def _close_dropped(self, connection: _Connection, reason: str) -> None:
+        deadline = trio.current_time() + self._server._close_timeout
+        await self._close(connection, POLICY_VIOLATION, reason, deadline)
+        # A handler that does not touch its connection would never learn it is closed.
+        connection.handler_scope.cancel(reason="its WebSocket client was dropped as too slow")
 
 
 @final
@@ -610,7 +616,8 @@ class WebSocketServer:
       greeting: a text message sent to each client right after its handshake, before
         ``handler`` starts and before any broadcast.
       broadcast_queue: how many broadcast messages may wait for one client (an int >= 1);
-        one more, and the client is dropped as a slow consumer.
+        a client with that many waiting and a full socket buffer is dropped as a slow
+        consumer.
       broadcast_timeout: seconds one broadcast message (or the greeting) may take to be
         written to a client's socket; past it, the client is dropped as a slow consumer.
 
@@ -620,21 +627,31 @@ class WebSocketServer:
     Slow consumers:
       ``broadcast()`` never waits for a client, so a client that does not read cannot
       hold up the broadcaster (an HTTP request handler, say) or the other clients. Each
-      connection has its own task that sends its queued broadcasts one at a time, in
-      order. A client whose queue is full (``broadcast_queue`` messages wait) or whose
-      current message has not been written to its socket within ``broadcast_timeout``
-      (its TCP buffers are full: it does not read, or reads slower than the broadcasts
-      come) is dropped: it leaves ``connections`` at once, one warning is logged (kind
+      connection has a queue of at most ``broadcast_queue`` messages and its own task,
+      which writes them to the socket one at a time, in order. A client is dropped as a
+      slow consumer when a message has not been written within ``broadcast_timeout`` (it
+      does not read, or reads slower than the broadcasts come), or when its queue is full
+      and its socket buffer is (nearly) full as well: it is then ``broadcast_queue``
+      messages plus a socket buffer behind. A full queue whose socket still has room only
+      means that a burst of broadcasts outran the connection's task, which needs a few
+      scheduling rounds per message: ``broadcast()`` then waits for that task (the
+      server's own work, never the client) rather than drop a client that reads. So a
+      loop of broadcasts goes at the pace of the server's sends, and memory is bounded.
+
+      A dropped client leaves ``connections`` at once, one warning is logged (kind
       ``WEBSOCKET_SLOW_CONSUMER``, naming the client and the option), and it is closed
       with code 1008 "policy violation" and a reason such as ``"too slow: 32 broadcast
-      messages queued"``. The close frame follows the message being written, which is
-      never cut in the middle; a client that reads again within ``close_timeout`` thus
-      reads what was written, then the close. One that does not has its TCP stream closed
-      then. Its handler sees ``ConnectionClosed`` on its next call on the connection, as
-      for any close. The handler's own ``send_message()`` calls are not queued: they wait
-      for the client as trio-websocket's do. Memory is thus bounded per connection by
-      ``broadcast_queue`` messages (shared between connections: a broadcast queues the
-      same ``str``) and the socket buffers.
+      messages queued"``; the messages still queued for it are not sent. The close frame
+      follows the message being written, which is never cut in the middle: a client that
+      reads again within ``close_timeout`` reads what was written, then the close. One
+      that does not has its TCP stream closed then. Its handler sees ``ConnectionClosed``
+      on its next call on the connection, as for any close, and once the close is done
+      it is cancelled (one that never touches the connection would otherwise run until
+      the server stops). The handler's own
+      ``send_message()`` calls are not queued: they wait for the client, as
+      trio-websocket's do. Size ``broadcast_queue`` for the bursts a client should ride
+      out beyond its socket buffer; a queued message is shared by all connections (the
+      same ``str``).
 
     Handler errors:
       An exception from ``handler`` (other than ``ConnectionClosed``, alone or in an
@@ -838,18 +855,24 @@ class WebSocketServer:
         """Queue ``message`` for every open connection; return how many it was queued for.
 
         It never waits for a client: each connection has a queue of at most
-        ``broadcast_queue`` messages, which its own task sends in the order they were
-        queued (the same order on every connection), after the greeting. So this returns
-        at once, whatever the clients do; a message queued is sent even if the caller is
-        cancelled afterwards. A connection that is closed or broken is skipped (and leaves
-        the registry); one whose queue is full is dropped as a slow consumer (see the class
-        docstring) and not counted. It never raises for a client. Once the server is
-        stopping nothing is queued (the shutdown notice is the last message a client
-        gets), and 0 is returned. Before the first start, 0.
+        ``broadcast_queue`` messages, which its own task sends after the greeting, in the
+        order they were queued. A connection that is closed or broken is skipped (and
+        leaves the registry); one whose client does not keep up is dropped as a slow
+        consumer and not counted (see "Slow consumers" in the class docstring). When a
+        burst of broadcasts has filled a queue whose client still reads, this waits for
+        that connection's task to make room (a few scheduling rounds, never the client).
+        The messages of one task reach every connection in the order it broadcast them;
+        those of tasks broadcasting at the same time may interleave differently on
+        different connections. It never raises for a client. Once the server is stopping
+        nothing is queued (the shutdown notice is the last message a client gets), and 0
+        is returned. Before the first start, 0.
 
         Cancellation:
           A checkpoint, as Trio's own calls: called in a cancelled scope it raises
-          ``trio.Cancelled`` and queues nothing; once it has queued, it returns.
+          ``trio.Cancelled`` and queues nothing. Once it began to queue, it finishes
+          (a wait for a connection's task is shielded: it is bounded by that task's
+          ``broadcast_timeout``) and returns; what it queued is sent even if the caller
+          is cancelled afterwards.
 
         Raises:
           TypeError: ``message`` is not a str.
