@@ -45,6 +45,7 @@ from trio_supervise import (
     serve,
     supervisor_tree,
 )
+from trio_supervise.integrations import websocket as websocket_module
 from trio_supervise.integrations.websocket import (
     GOING_AWAY,
     HANDSHAKE_TIMEOUT,
@@ -688,6 +689,37 @@ async def test_a_message_not_sent_within_broadcast_timeout_drops_the_client(
         "too slow: a message took over 5s to send",
     )
     assert ended == [start + 6.0]
+
+
+async def test_a_socket_that_fills_up_while_a_broadcast_waits_is_looked_at_again(
+    autojump_clock: trio.testing.MockClock,
+    listener: SocketPairListener,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The race that no test can schedule: the sender looks at the socket while its send
+    # is still being written, finds room, and the send then fills the socket. Stood in for
+    # by a first look that finds room although there is none.
+    looks: list[bool] = []
+    real_has_room = websocket_module._has_room
+
+    def has_room_first(sock: trio.socket.SocketType) -> bool:
+        looks.append(real_has_room(sock))
+        return len(looks) == 1 or looks[-1]
+
+    monkeypatch.setattr(websocket_module, "_has_room", has_room_first)
+    server = WebSocketServer(read_forever, port=0, broadcast_queue=1)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    with trio.fail_after(FAIL_SAFE):
+        async with supervisor_tree(spec), open_pair_client(listener, takes=0):
+            await trio.testing.wait_all_tasks_blocked()
+            # m0 is held by the client, BIG fills its socket, m1 fills its queue.
+            for message in ["m0", BIG, "m1"]:
+                assert await server.broadcast(message) == 1
+                await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+            assert await server.broadcast("m2") == 0
+            assert trio.current_time() == start + websocket_module._RECHECK
+    assert looks == [False, False]
 
 
 async def open_pair_mute_client(listener: SocketPairListener) -> trio.SocketStream:
