@@ -88,8 +88,8 @@ _NORMAL: Final = 1000
 
 #: Seconds a client may take from the TCP connect to a complete opening handshake.
 HANDSHAKE_TIMEOUT: Final = 10.0
-# While a broadcast waits for room in a connection's queue, how often its sender task
-# looks again whether the client's socket has filled up (a long message being written).
+# While a broadcast waits for room in a connection's queue, how often its watchdog looks
+# again whether the client's socket has filled up (a long message being written).
 _RECHECK: Final = 0.01
 _PORT_HINT: Final = "; 0 picks a free port"
 
@@ -132,26 +132,34 @@ class _Connection:
     # Its socket, to see whether the client takes what is written (room to write).
     socket: trio.socket.SocketType
     # The connection's own nursery (its stream's task): trio-websocket's reader, the
-    # sender task and its sends, the close of a slow consumer. Open while registered.
+    # writer task (``_send_queued``), the close of a slow consumer. Open while registered.
     nursery: trio.Nursery
-    # The broadcasts waiting for the sender task, at most `broadcast_queue`. broadcast()
-    # puts into it without waiting; the goodbye closes it, so that nothing is queued once
-    # the server stops and what was queued before still goes before the notice.
+    # The broadcasts waiting for the writer, at most `broadcast_queue`. broadcast() puts
+    # into it without waiting for the client; the goodbye closes it, so that nothing is
+    # queued once the server stops and what was queued before still goes before the
+    # notice.
     outbox: trio.MemorySendChannel[str]
-    # Its other end, read by the sender task alone, which closes it when it ends.
+    # Its other end, read by the writer alone; closed when the writer ends or the client
+    # is dropped (broadcasts waiting for room then give up).
     queued: trio.MemoryReceiveChannel[str]
-    # Set once the sender sent the greeting (if any), or ended without: the handler starts
+    # Set once the writer sent the greeting (if any), or ended without: the handler starts
     # only then, so that the greeting is the connection's first message.
     greeted: trio.Event = attrs.Factory(trio.Event)
-    # Set when the sender task ended: its queue closed and sent, or the connection closed
-    # or dropped.
-    sender_done: trio.Event = attrs.Factory(trio.Event)
+    # Set when the writer ended: its queue closed and sent, or the connection closed or
+    # dropped.
+    writer_done: trio.Event = attrs.Factory(trio.Event)
     # True once dropped as a slow consumer (logged then, and out of the registry).
     dropped: bool = False
     # Wraps the handler; cancelled once a drop's close is done, as the connection is over.
     handler_scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
-    # Wakes the sender task while it waits for a send: set when the send is done, or by
-    # a broadcast that found the queue full. A fresh one for each wait.
+    # When the message being written began to be; None while the writer waits for one.
+    sending_since: float | None = None
+    # When the watchdog (``_watch``) wakes by itself next; inf while there is no message
+    # being written to watch.
+    watch_until: float = math.inf
+    # Wakes the watchdog before ``watch_until``: set by the writer when it begins to
+    # write while ``watch_until`` is inf, and by a broadcast that waits for room. A fresh
+    # one for each wait.
     alarm: trio.Event = attrs.Factory(trio.Event)
     # True once some task called aclose() on it; later closers wait for `closed` instead,
     # so that the connection's own task never tears it down under stop()'s close handshake.
@@ -281,11 +289,11 @@ class _ServerRun:
 
     async def _goodbye(self, connection: _Connection, deadline: float) -> None:
         self._said_goodbye.append(connection)
-        # The broadcasts queued before the stop go first; a sender stuck on a client that
+        # The broadcasts queued before the stop go first; a writer stuck on a client that
         # does not read holds this only until the deadline.
         connection.outbox.close()
         with trio.move_on_at(deadline):
-            await connection.sender_done.wait()
+            await connection.writer_done.wait()
         notice = self._server._notice
         if notice is not None:
             # A closed or broken one raises ConnectionClosed; _close() below then waits
@@ -419,14 +427,15 @@ class _ServerRun:
     async def broadcast(self, message: str) -> int:
         """Queue ``message`` for every open connection; return for how many it was queued.
 
-        A full queue is waited for only while the connection's task is behind (a burst),
-        never while its client is: that task drops a client whose socket is full as soon
-        as a broadcast waits for it (see ``_send_within``).
+        A full queue is waited for only while the connection's writer is behind (a burst),
+        never while its client is: its watchdog drops a client whose socket is full as
+        soon as a broadcast waits for it (see ``_watch``).
         """
         if self.stopping:
             return 0
         queued = 0
         behind: list[_Connection] = []
+        counted: list[_Connection] = []  # those of `behind` it was queued for
         for ws, connection in list(self.registry.items()):
             if ws.closed is not None:
                 # Closed by the client or broken; an idle handler would never notice.
@@ -436,79 +445,115 @@ class _ServerRun:
                 connection.outbox.send_nowait(message)
             except trio.WouldBlock:
                 behind.append(connection)
-            except trio.BrokenResourceError:  # its sender ended: the connection is closing
+            except trio.BrokenResourceError:  # its writer ended: the connection is closing
                 del self.registry[ws]
             else:
                 queued += 1
         # Shielded: the message is queued for all or for none that are open. It waits
         # only for this server's own tasks, each at most broadcast_timeout (then the
-        # connection is dropped, which ends the wait); the stop closes the queues.
-        with trio.CancelScope(shield=True):
-            for connection in behind:
-                connection.alarm.set()
-                try:
-                    # The channel hands freed room to waiting senders first, in order.
-                    await connection.outbox.send(message)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    continue  # dropped, closed, or stopping
-                queued += 1
-        return queued
+        # connection is dropped, which ends the wait); the stop closes the queues. All at
+        # once: one scheduling round for many connections, not one each.
+        if behind:
+            with trio.CancelScope(shield=True):
+                async with trio.open_nursery() as nursery:
+                    for connection in behind:
+                        nursery.start_soon(_queue_when_room, connection, message, counted)
+        return queued + len(counted)
 
     async def _send_queued(self, connection: _Connection, greeting: str | None) -> None:
         """The connection's one writer of server messages: the greeting, then each queued
-        broadcast in order, one at a time, each within ``broadcast_timeout``."""
+        broadcast in order, one at a time, watched by ``_watch``."""
         try:
-            async with connection.queued:
-                if greeting is not None and not await self._send_within(connection, greeting):
-                    return
-                connection.greeted.set()
-                async for message in connection.queued:
-                    if not await self._send_within(connection, message):
-                        return
+            async with connection.queued, trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch, connection)
+                try:
+                    await self._write_all(connection, greeting)
+                finally:
+                    nursery.cancel_scope.cancel()
         finally:
             connection.greeted.set()
-            connection.sender_done.set()
+            connection.writer_done.set()
 
-    async def _send_within(self, connection: _Connection, message: str) -> bool:
-        """Send ``message``; False if the connection has closed or was dropped as too slow.
+    async def _write_all(self, connection: _Connection, greeting: str | None) -> None:
+        if greeting is not None and not await self._write(connection, greeting):
+            return
+        connection.greeted.set()
+        queued = connection.queued
+        while True:
+            try:
+                # No checkpoint when one is queued (the send has its own), so that a busy
+                # writer keeps pace with a busy broadcaster.
+                message = queued.receive_nowait()
+            except trio.WouldBlock:
+                try:
+                    message = await queued.receive()
+                except trio.EndOfChannel:
+                    return
+            except trio.EndOfChannel:
+                return  # the goodbye closed the queue, and all of it was sent
+            if not await self._write(connection, message):
+                return
 
-        The send runs in a task of its own, which this never cancels: a frame cut in the
-        middle would garble the stream. The close frame of a drop then follows the whole
-        frame (trio-websocket writes one frame at a time), or the stream is closed at the
-        close's deadline, which ends the send. Meanwhile this watches two limits:
+    async def _write(self, connection: _Connection, message: str) -> bool:
+        """Send ``message``; False if the connection has closed or was dropped.
 
-        * the send has taken ``broadcast_timeout``;
-        * a broadcast waits for room in the queue (``broadcast()`` rings ``alarm``) and
-          the client's socket buffer is (nearly) full as well: it is the client that is
-          behind, not this task, and the broadcast must not wait for it. A socket that
-          fills up after the look is looked at again every ``_RECHECK`` while broadcasts
-          wait.
+        Never cut short by a limit: a frame cut in the middle would garble the stream.
+        The close frame of a drop follows the whole frame (trio-websocket writes one frame
+        at a time), or the stream is closed at the close's deadline, which ends the send.
         """
-        server = self._server
-        sent = _Send()
-        connection.alarm = trio.Event()
-        connection.nursery.start_soon(_send_one, connection, message, sent)
-        deadline = trio.current_time() + server._broadcast_timeout
-        while not sent.done:
-            crowded = connection.outbox.statistics().tasks_waiting_send > 0
-            if crowded and not _has_room(connection.socket):
-                size = server._broadcast_queue
-                why = f"{size} broadcast messages queued"
-                self._drop_slow(connection, why, f"broadcast_queue={size}")
-                return False
-            if trio.current_time() >= deadline:
-                why = f"a message took over {server._broadcast_timeout:g}s to send"
-                self._drop_slow(connection, why, f"broadcast_timeout={server._broadcast_timeout:g}")
-                return False
-            with trio.move_on_at(
-                min(deadline, trio.current_time() + _RECHECK) if crowded else deadline
-            ):
-                await connection.alarm.wait()
-            connection.alarm = trio.Event()
-        if connection.ws.closed is not None:
+        if connection.watch_until == math.inf:
+            connection.alarm.set()  # the watchdog waits for a send to watch
+        connection.sending_since = trio.current_time()
+        try:
+            await connection.ws.send_message(message)
+        except ConnectionClosed:
+            # Closed by the client, broken, or closed by the server.
             self.registry.pop(connection.ws, None)
             return False
-        return True
+        finally:
+            connection.sending_since = None
+        return not connection.dropped
+
+    async def _watch(self, connection: _Connection) -> None:
+        """Drop the connection's client as a slow consumer when it does not keep up.
+
+        Two limits, on the message being written:
+
+        * it has taken ``broadcast_timeout``;
+        * a broadcast waits for room in the queue and the client's socket buffer is
+          (nearly) full as well: it is the client that is behind, not the writer, and the
+          broadcast must not wait for it. A socket that fills up after the look (a long
+          message being written) is looked at again every ``_RECHECK`` while broadcasts
+          wait.
+
+        It sleeps until the current message's deadline, so a busy writer costs it a
+        wake-up per ``broadcast_timeout``; the writer (from idle) and a waiting broadcast
+        wake it early (``alarm``).
+        """
+        server = self._server
+        timeout = server._broadcast_timeout
+        while True:
+            now = trio.current_time()
+            since = connection.sending_since
+            if since is None:
+                wake_at = math.inf
+            elif now >= since + timeout:
+                why = f"a message took over {timeout:g}s to send"
+                self._drop_slow(connection, why, f"broadcast_timeout={timeout:g}")
+                return
+            elif connection.outbox.statistics().tasks_waiting_send:
+                if not _has_room(connection.socket):
+                    size = server._broadcast_queue
+                    why = f"{size} broadcast messages queued"
+                    self._drop_slow(connection, why, f"broadcast_queue={size}")
+                    return
+                wake_at = min(since + timeout, now + _RECHECK)
+            else:
+                wake_at = since + timeout
+            connection.alarm = trio.Event()
+            connection.watch_until = wake_at
+            with trio.move_on_at(wake_at):
+                await connection.alarm.wait()
 
     def _drop_slow(self, connection: _Connection, why: str, setting: str) -> None:
         """Close a client that does not keep up with its broadcasts with 1008 (once).
@@ -520,6 +565,8 @@ class _ServerRun:
             return
         connection.dropped = True
         self.registry.pop(connection.ws, None)
+        # Broadcasts waiting for room give up, and nothing more is sent but the close.
+        connection.queued.close()
         log(
             logging.WARNING,
             "WebSocket client %s is too slow: %s (%s); closing it with 1008 policy violation",
@@ -539,24 +586,16 @@ class _ServerRun:
         connection.handler_scope.cancel(reason="its WebSocket client was dropped as too slow")
 
 
-@final
-@attrs.define(eq=False)
-class _Send:
-    """One message being sent by a connection's sender task."""
-
-    # Set when send_message() returned or raised (the connection then closed).
-    done: bool = False
-
-
-async def _send_one(connection: _Connection, message: str, sent: _Send) -> None:
+async def _queue_when_room(
+    connection: _Connection, message: str, counted: list[_Connection]
+) -> None:
+    connection.alarm.set()  # its watchdog looks whether it is the client that is behind
     try:
-        # ConnectionClosed: closed by the client, broken, or closed by the server; the
-        # sender reads which from ws.closed.
-        with contextlib.suppress(ConnectionClosed):
-            await connection.ws.send_message(message)
-    finally:
-        sent.done = True
-        connection.alarm.set()
+        # The channel hands freed room to waiting senders first, in order.
+        await connection.outbox.send(message)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return  # dropped, closed, or stopping
+    counted.append(connection)
 
 
 def _has_room(sock: trio.socket.SocketType) -> bool:
@@ -823,7 +862,7 @@ class WebSocketServer:
         """The open connections of the current run, in accept order (a live read-only view).
 
         A connection is in it from its accepted handshake until its handler has returned
-        and its close is done, until ``broadcast()`` or its sender finds it closed by the
+        and its close is done, until ``broadcast()`` or its writer finds it closed by the
         client or broken, or until it is dropped as a slow consumer. A restart starts a new
         registry: read this property again.
         """
