@@ -31,7 +31,7 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import CloseReason, ConnectionClosed, ConnectionRejected
-from websocket_client import open_client
+from websocket_client import open_client, open_unread_client
 
 from trio_supervise import _demo as demo_module
 from trio_supervise._demo import (
@@ -510,6 +510,139 @@ async def test_sigterm_drains_everything_postgres(tmp_path: Path, postgres_datab
     stored = await trio.to_thread.run_sync(read_notes)
     outcome.check_stored(stored)
     assert outcome.broadcast_ids <= stored.keys()
+
+
+# ---------------------------------------------------- a WebSocket client that never reads
+
+UNREAD_NOTES = 1_500
+UNREAD_WRITERS = 4
+#: The demo's RSS may grow this much while the notes are posted (SQLite's cache, the
+#: allocator); 834 pinned requests made it grow by 18 MB (issue 10, item 7).
+RSS_GROWTH_LIMIT = 6 * 1024 * 1024
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
+async def test_a_websocket_client_that_never_reads_holds_no_request(tmp_path: Path) -> None:
+    # Issue 10, item 7: each note's broadcast ran inside its request and waited, without a
+    # limit, on the full socket of a client that did not read: after 1,500 notes, 834
+    # requests were still in flight 5 s later, the RSS grew 41 -> 59 MB, and SIGTERM waited
+    # out the HTTP graceful timeout (9.4 of 10 s).
+    deadline = 13.0  # with no drain delay: a graceful timeout of 10 s, as in the issue
+    extra = ["--drain-delay", "0", "--shutdown-deadline", f"{deadline:g}"]
+    graceful = DemoConfig(drain_delay=0, shutdown_deadline=deadline).graceful_timeout
+    assert graceful == 10.0
+    async with run_demo_process(tmp_path, str(tmp_path / "demo.db"), *extra) as demo:
+        base, pid = demo.base, demo.process.pid
+        readers = [WSClient() for _ in range(2)]
+        acked: list[int] = []
+        unread: dict[str, Any] = {}
+        with trio.fail_after(3 * FAIL_SAFE):  # a fail-safe for 1,500 requests
+            async with (
+                http_client() as probe,
+                open_unread_client(demo.ws_port) as stalled,
+                trio.open_nursery() as nursery,
+            ):
+                for reader in readers:
+                    await nursery.start(reader.run, demo.ws_port)
+
+                async def all_connected() -> bool:
+                    return bool((await get_tree(probe, base))["websocket_connections"] == 3)
+
+                await poll_until(all_connected)
+                rss_before = rss_bytes(pid)
+
+                async def writer(count: int) -> None:
+                    for n in range(count):
+                        body = json.dumps({"text": f"note {n}"}).encode()
+                        status, _, content = await raw_request(base, "POST", "/notes", body)
+                        assert status == 201, content
+                        acked.append(json.loads(content)["id"])
+
+                async def drain_once_dropped() -> None:
+                    # The server logs the drop; the client then reads, within the close
+                    # timeout, what was written to it and the close.
+                    await wait_until(lambda: "kind=WEBSOCKET_SLOW_CONSUMER" in demo.stderr())
+                    unread["dropped after"] = len(acked)
+                    messages: list[str | bytes] = []
+                    try:
+                        while True:
+                            messages.append(await stalled.get_message())
+                    except ConnectionClosed as exc:
+                        unread["reason"] = exc.reason
+                    unread["messages"] = messages
+
+                nursery.start_soon(drain_once_dropped)
+                started = trio.current_time()
+                async with trio.open_nursery() as writers:
+                    for _ in range(UNREAD_WRITERS):
+                        writers.start_soon(writer, UNREAD_NOTES // UNREAD_WRITERS)
+                posted = trio.current_time() - started
+                assert len(acked) == UNREAD_NOTES
+
+                # Every request has ended: only the /tree request itself is in flight.
+                in_flight_at_once = (await get_tree(probe, base))["http_in_flight"] - 1
+                acked_at = trio.current_time()
+
+                async def none_in_flight() -> bool:
+                    return bool((await get_tree(probe, base))["http_in_flight"] == 1)
+
+                with trio.move_on_after(5.0):
+                    await poll_until(none_in_flight)
+                settled = trio.current_time() - acked_at
+                in_flight = (await get_tree(probe, base))["http_in_flight"] - 1
+                assert in_flight == 0, f"{in_flight} request(s) in flight 5 s after the last answer"
+                rss_after = rss_bytes(pid)
+
+                # The readers got every note, the stalled client was dropped with 1008.
+                await wait_until(
+                    lambda: all(len(reader.messages) > UNREAD_NOTES for reader in readers)
+                )
+                tree = await get_tree(probe, base)
+                assert tree["websocket_connections"] == 2
+                demo.process.send_signal(signal.SIGTERM)
+                sent = trio.current_time()
+                code = await demo.process.wait()
+                sigterm_to_exit = trio.current_time() - sent
+            stdout = await demo.read_rest()
+
+    assert code == 0, demo.stderr()
+    _, rows = report_rows(stdout)
+    assert set(rows.values()) == {"ok"}, rows
+    assert settled < 1.0, f"requests still in flight {settled:.2f}s after the last answer"
+    assert rss_after - rss_before < RSS_GROWTH_LIMIT
+    assert sigterm_to_exit < 2.0, f"SIGTERM to exit {sigterm_to_exit:.2f}s"
+    reason = unread["reason"]
+    assert (reason.code, reason.reason) == (1008, "too slow: 32 broadcast messages queued")
+    messages = unread["messages"]
+    assert messages[0] == HELLO
+    notes = [json.loads(message)["id"] for message in messages[1:]]
+    assert notes, "nothing was written to the stalled client before it was dropped"
+    assert len(set(notes)) == len(notes)
+    assert set(notes) <= set(acked)
+    for reader in readers:
+        assert reader.messages[0] == HELLO
+        assert reader.messages[-1] == NOTICE
+        ids = [json.loads(message)["id"] for message in reader.messages[1:-1]]
+        assert sorted(ids) == sorted(acked)
+        assert reader.reason is not None
+        assert reader.reason.code == 1001
+    log = demo.stderr()
+    assert log.count("kind=WEBSOCKET_SLOW_CONSUMER") == 1
+    assert "kind=WEBSOCKET_CLOSE_TIMEOUT" not in log
+    print(
+        f"\n{UNREAD_NOTES} notes posted in {posted:.2f}s by {UNREAD_WRITERS} writers; the"
+        f" unread client was dropped after {unread['dropped after']} notes, having"
+        f" {len(notes)}; in flight right after the last answer {in_flight_at_once}, none"
+        f" {settled:.3f}s later; RSS {rss_before / 2**20:.1f} -> {rss_after / 2**20:.1f} MB;"
+        f" SIGTERM to exit {sigterm_to_exit:.2f}s (graceful timeout {graceful:g}s)"
+    )
 
 
 # -------------------------------------------------------------- bad input, every endpoint

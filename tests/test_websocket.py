@@ -2,6 +2,8 @@
 
 Time: ``clock`` runs at real speed (the sockets are real) and the tests jump it forward to
 end a drain delay or a close timeout at a moment they choose, so nothing waits on a guess.
+The slow-consumer tests run the same server on UNIX socket pairs (``SocketPairListener``)
+in virtual time (``autojump_clock``), with exact times.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+import math
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -41,10 +45,12 @@ from trio_supervise import (
     serve,
     supervisor_tree,
 )
+from trio_supervise.integrations import websocket as websocket_module
 from trio_supervise.integrations.websocket import (
     GOING_AWAY,
     HANDSHAKE_TIMEOUT,
     INTERNAL_ERROR,
+    POLICY_VIOLATION,
     WebSocketServer,
 )
 from trio_supervise.testing import EventRecorder, fail_start
@@ -131,7 +137,7 @@ async def open_mute_client(port: int) -> AsyncIterator[trio.SocketStream]:
         yield stream
 
 
-async def receive_exactly(stream: trio.SocketStream, size: int) -> bytes:
+async def receive_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
     data = b""
     while len(data) < size:
         chunk = await stream.receive_some(size - len(data))
@@ -428,6 +434,490 @@ async def test_broadcast_sends_nothing_once_stopping_and_checks_its_argument(
     assert received.messages == [NOTICE]
 
 
+# ---------------------------------------------- slow consumers (socket pairs, virtual time)
+
+#: The send and receive buffer of each end of a socket pair: a client that stops reading
+#: blocks the server's writes after a few messages.
+PAIR_BUFFER = 16384
+#: A message larger than both buffers: its write waits for the client to read.
+BIG = "x" * 200_000
+
+
+@attrs.define(eq=False)
+class _ListeningSocket:
+    """The listener's ``socket``, which the server asks for its port."""
+
+    def getsockname(self) -> tuple[str, int]:
+        return (HOST, 1)
+
+
+@attrs.define(eq=False)
+class SocketPairListener(trio.abc.Listener[trio.SocketStream]):
+    """Stands in for the server's TCP listener: each ``connect()`` is a UNIX socket pair.
+
+    What one end of a socket pair writes is in the other end's buffer when the write
+    returns (loopback TCP may hand it over later, from the kernel's network thread), so
+    the autojump clock, which moves whenever every task waits, never moves while data is
+    on its way: the tests run in virtual time, with exact times, on real socket buffers.
+    """
+
+    socket: _ListeningSocket = attrs.Factory(_ListeningSocket)
+    _incoming: tuple[
+        trio.MemorySendChannel[trio.SocketStream], trio.MemoryReceiveChannel[trio.SocketStream]
+    ] = attrs.Factory(lambda: trio.open_memory_channel[trio.SocketStream](math.inf))
+
+    def connect(self) -> trio.SocketStream:
+        client, server = trio.socket.socketpair()
+        for sock in (client, server):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PAIR_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, PAIR_BUFFER)
+        self._incoming[0].send_nowait(trio.SocketStream(server))
+        return trio.SocketStream(client)
+
+    async def accept(self) -> trio.SocketStream:
+        return await self._incoming[1].receive()
+
+    async def aclose(self) -> None:
+        self._incoming[1].close()
+        await trio.lowlevel.checkpoint()
+
+
+@pytest.fixture
+def listener(monkeypatch: pytest.MonkeyPatch) -> SocketPairListener:
+    """The listener every ``WebSocketServer`` of the test gets instead of a TCP one."""
+    fake = SocketPairListener()
+
+    async def open_pair_listeners(port: int, *, host: str | None = None) -> list[Any]:
+        return [fake]
+
+    monkeypatch.setattr(trio, "open_tcp_listeners", open_pair_listeners)
+    return fake
+
+
+@asynccontextmanager
+async def open_pair_client(
+    listener: SocketPairListener, *, takes: int = 1
+) -> AsyncIterator[WebSocketConnection]:
+    """A trio-websocket client on a socket pair.
+
+    ``takes`` is trio-websocket's ``message_queue_size``: how many messages its reader
+    queues for ``get_message()`` before it waits, reading nothing more from the socket.
+    ``takes=0`` holds one message (the reader waits to hand it over): a client that then
+    never calls ``get_message()`` stops reading.
+    """
+    stream = listener.connect()
+    async with stream, trio.open_nursery() as nursery:
+        ws = await trio_websocket.wrap_client_stream(
+            nursery, stream, HOST, "/ws", message_queue_size=takes
+        )
+        try:
+            yield ws
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def pair_reader(
+    listener: SocketPairListener,
+    into: Received,
+    *,
+    every: float = 0.0,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Connect and read until closed, a message each ``every`` seconds (0: at once)."""
+    async with open_pair_client(listener, takes=0) as ws:
+        task_status.started()
+        try:
+            while True:
+                into.messages.append(await ws.get_message())
+                await trio.sleep(every)
+        except ConnectionClosed as exc:
+            into.reason = exc.reason
+            into.closed.set()
+
+
+async def read_until_closed(ws: WebSocketConnection) -> tuple[list[str | bytes], CloseReason]:
+    received = Received()
+    await read_all(ws, received)
+    assert received.reason is not None
+    return received.messages, received.reason
+
+
+def recording_closes(ended: list[float]) -> Callable[[WebSocketConnection], Awaitable[None]]:
+    """A handler that reads until closed and records when (the server's view of it)."""
+
+    async def handler(conn: WebSocketConnection) -> None:
+        try:
+            await read_forever(conn)
+        except ConnectionClosed:
+            ended.append(trio.current_time())
+            raise
+
+    return handler
+
+
+async def broadcast_until_dropped(server: WebSocketServer, connections: int) -> list[int]:
+    """Broadcast m0, m1, ... until one fewer connection takes one; then 3 more."""
+    counts: list[int] = []
+    for n in range(10_000):
+        counts.append(await server.broadcast(f"m{n}"))
+        if counts[-1] < connections:
+            break
+    for n in range(len(counts), len(counts) + 3):
+        counts.append(await server.broadcast(f"m{n}"))
+    return counts
+
+
+def slow_consumer(why: str, setting: str) -> str:
+    return (
+        f"WebSocket client (unnamed socket) is too slow: {why} ({setting}); closing it with"
+        " 1008 policy violation"
+    )
+
+
+async def test_a_client_that_stops_reading_is_dropped_with_1008_once_its_queue_is_full(
+    autojump_clock: trio.testing.MockClock,
+    listener: SocketPairListener,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Issue 10, item 7: broadcast() waited, without a limit, for a client that did not
+    # read; each note's broadcast pinned an HTTP request of the demo.
+    caplog.set_level(logging.INFO, logger="trio_supervise")
+    ended: list[float] = []
+    server = WebSocketServer(recording_closes(ended), port=0)  # broadcast_queue=32
+    spec = SupervisorSpec("app", [server.child_spec()])
+    reader = Received()
+    with trio.fail_after(FAIL_SAFE):
+        async with trio.open_nursery() as nursery, supervisor_tree(spec):
+            await nursery.start(pair_reader, listener, reader)
+            async with open_pair_client(listener, takes=0) as stalled:
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(server.connections) == 2
+                start = trio.current_time()
+                counts = await broadcast_until_dropped(server, 2)
+                # Its socket full, the stalled client's queue filled: m{dropped} found no
+                # room, and broadcast() did not wait for that client.
+                dropped = counts.index(1)
+                assert counts == [2] * dropped + [1] * 4
+                assert dropped > 32
+                assert trio.current_time() == start
+                assert len(server.connections) == 1
+                [warning] = records(caplog, "WEBSOCKET_SLOW_CONSUMER")
+                assert (warning.levelno, warning.getMessage()) == (
+                    logging.WARNING,
+                    slow_consumer("32 broadcast messages queued", "broadcast_queue=32"),
+                )
+                # Reading again within close_timeout, it gets every message written to
+                # its socket, the last one whole, then the close; the 32 queued are not
+                # sent.
+                await trio.sleep(1.0)
+                messages, reason = await read_until_closed(stalled)
+                assert messages == [f"m{n}" for n in range(dropped - 32)]
+                assert (reason.code, reason.reason) == (
+                    POLICY_VIOLATION,
+                    "too slow: 32 broadcast messages queued",
+                )
+                assert ended == [start + 1.0]
+    assert len(records(caplog, "WEBSOCKET_SLOW_CONSUMER")) == 1
+    assert records(caplog, "WEBSOCKET_CLOSE_TIMEOUT") == []
+    # The other client got every message, in order, then the goodbye.
+    assert reader.messages == [*(f"m{n}" for n in range(len(counts))), NOTICE]
+    assert reader.reason is not None
+    assert reader.reason.code == GOING_AWAY
+
+
+async def test_a_dropped_client_that_does_not_read_is_cut_off_after_close_timeout(
+    autojump_clock: trio.testing.MockClock, listener: SocketPairListener
+) -> None:
+    ended: list[float] = []
+
+    async def idle_until_cancelled(conn: WebSocketConnection) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            ended.append(trio.current_time())
+
+    server = WebSocketServer(idle_until_cancelled, port=0, broadcast_timeout=5.0, close_timeout=3.0)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    with trio.fail_after(FAIL_SAFE):
+        async with supervisor_tree(spec), open_pair_client(listener, takes=0) as stalled:
+            await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+            # It holds m0; BIG fills its socket, so the close frame cannot follow.
+            assert [await server.broadcast("m0"), await server.broadcast(BIG)] == [1, 1]
+            await trio.sleep(20.0)
+            messages, reason = await read_until_closed(stalled)
+    # Dropped at 5 s, its stream closed at the close's deadline, 3 s later, and then its
+    # handler, which never touches the connection, cancelled. The client reads what was
+    # written, part of BIG, and no close frame (1006).
+    assert ended == [start + 8.0]
+    assert messages == ["m0"]
+    assert reason.code == 1006
+
+
+async def test_a_message_not_sent_within_broadcast_timeout_drops_the_client(
+    autojump_clock: trio.testing.MockClock,
+    listener: SocketPairListener,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_supervise")
+    ended: list[float] = []
+    server = WebSocketServer(recording_closes(ended), port=0, broadcast_timeout=5.0)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    with trio.fail_after(FAIL_SAFE):
+        async with supervisor_tree(spec), open_pair_client(listener, takes=0) as stalled:
+            await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+            assert [await server.broadcast("m0"), await server.broadcast(BIG)] == [1, 1]
+            await trio.sleep_until(start + 4.999)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(server.connections) == 1
+            assert records(caplog, "WEBSOCKET_SLOW_CONSUMER") == []
+            await trio.sleep_until(start + 5.0)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(server.connections) == 0
+            [warning] = records(caplog, "WEBSOCKET_SLOW_CONSUMER")
+            assert warning.getMessage() == slow_consumer(
+                "a message took over 5s to send", "broadcast_timeout=5"
+            )
+            assert await server.broadcast("m2") == 0
+            await trio.sleep(1.0)
+            # The message that was being written is not cut: it comes whole, then the close.
+            messages, reason = await read_until_closed(stalled)
+    assert messages == ["m0", BIG]
+    assert (reason.code, reason.reason) == (
+        POLICY_VIOLATION,
+        "too slow: a message took over 5s to send",
+    )
+    assert ended == [start + 6.0]
+
+
+async def test_a_socket_that_fills_up_while_a_broadcast_waits_is_looked_at_again(
+    autojump_clock: trio.testing.MockClock,
+    listener: SocketPairListener,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The race that no test can schedule: the sender looks at the socket while its send
+    # is still being written, finds room, and the send then fills the socket. Stood in for
+    # by a first look that finds room although there is none.
+    looks: list[bool] = []
+    real_has_room = websocket_module._has_room
+
+    def has_room_first(sock: trio.socket.SocketType) -> bool:
+        looks.append(real_has_room(sock))
+        return len(looks) == 1 or looks[-1]
+
+    monkeypatch.setattr(websocket_module, "_has_room", has_room_first)
+    server = WebSocketServer(read_forever, port=0, broadcast_queue=1)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    with trio.fail_after(FAIL_SAFE):
+        async with supervisor_tree(spec), open_pair_client(listener, takes=0):
+            await trio.testing.wait_all_tasks_blocked()
+            # m0 is held by the client, BIG fills its socket, m1 fills its queue.
+            for message in ["m0", BIG, "m1"]:
+                assert await server.broadcast(message) == 1
+                await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+            assert await server.broadcast("m2") == 0
+            assert trio.current_time() == start + websocket_module._RECHECK
+    assert looks == [False, False]
+
+
+async def open_pair_mute_client(listener: SocketPairListener) -> trio.SocketStream:
+    """A raw client that completes the opening handshake and reads nothing more."""
+    stream = listener.connect()
+    await stream.send_all(
+        f"GET /ws HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += await stream.receive_some(1)  # not a byte past the response
+    assert response.startswith(b"HTTP/1.1 101 "), response
+    return stream
+
+
+async def receive_text_frame(stream: trio.SocketStream) -> str:
+    """One unmasked, unfragmented server text frame (RFC 6455 §5.2)."""
+    first, length = await receive_exactly(stream, 2)
+    assert (first, length & 0x80) == (0x81, 0)
+    if length == 126:
+        length = int.from_bytes(await receive_exactly(stream, 2), "big")
+    elif length == 127:
+        length = int.from_bytes(await receive_exactly(stream, 8), "big")
+    return (await receive_exactly(stream, length)).decode()
+
+
+async def test_the_greeting_goes_first_and_a_client_that_takes_no_greeting_is_dropped(
+    autojump_clock: trio.testing.MockClock, listener: SocketPairListener
+) -> None:
+    handled: list[WebSocketConnection] = []
+
+    async def handler(conn: WebSocketConnection) -> None:
+        handled.append(conn)
+        await read_forever(conn)
+
+    # A greeting larger than the socket buffers: it is still being written when the
+    # broadcasts come.
+    server = WebSocketServer(handler, port=0, greeting=BIG, broadcast_timeout=2.0)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    with trio.fail_after(FAIL_SAFE):
+        async with supervisor_tree(spec):
+            async with await open_pair_mute_client(listener) as late_reader:
+                await trio.testing.wait_all_tasks_blocked()
+                assert [await server.broadcast("m0"), await server.broadcast("m1")] == [1, 1]
+                assert handled == []  # not before the greeting is out
+                assert [await receive_text_frame(late_reader) for _ in range(3)] == [
+                    BIG,
+                    "m0",
+                    "m1",
+                ]
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(handled) == 1
+            # One that never takes its greeting is dropped at broadcast_timeout, and its
+            # handler never runs.
+            async with await open_pair_mute_client(listener):
+                await trio.testing.wait_all_tasks_blocked()
+                start = trio.current_time()
+                assert len(server.connections) == 1
+                await trio.sleep_until(start + 2.0)
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(server.connections) == 0
+                assert len(handled) == 1
+
+
+async def test_each_connection_gets_its_broadcasts_in_order_at_its_own_pace(
+    autojump_clock: trio.testing.MockClock, listener: SocketPairListener
+) -> None:
+    server = WebSocketServer(read_forever, port=0, greeting=GREETING, broadcast_queue=8)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    fast, slow = Received(), Received()
+    with trio.fail_after(FAIL_SAFE):
+        async with trio.open_nursery() as nursery, supervisor_tree(spec):
+            await nursery.start(pair_reader, listener, fast)
+            # Takes one message every 2 s: each is written within broadcast_timeout, and
+            # what waits fits in its queue.
+            await nursery.start(functools.partial(pair_reader, every=2.0), listener, slow)
+            await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+            assert [await server.broadcast(f"m{n}") for n in range(8)] == [2] * 8
+            assert trio.current_time() == start
+            await trio.sleep_until(start + 20.0)
+            assert len(server.connections) == 2
+    expected = [GREETING, *(f"m{n}" for n in range(8)), NOTICE]
+    assert fast.messages == expected
+    assert slow.messages == expected
+    assert slow.reason is not None
+    assert slow.reason.code == GOING_AWAY
+
+
+async def test_a_burst_of_concurrent_broadcasts_drops_no_client_that_reads(
+    autojump_clock: trio.testing.MockClock, listener: SocketPairListener
+) -> None:
+    # Four tasks broadcasting in a loop outrun the connections' tasks, which need a few
+    # scheduling rounds per message: the queues (32) fill up. broadcast() then waits for
+    # those tasks, whose clients read, instead of dropping the clients.
+    server = WebSocketServer(read_forever, port=0)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    clients = [Received() for _ in range(3)]
+    counts: list[int] = []
+
+    async def broadcaster(name: str) -> None:
+        for n in range(250):
+            counts.append(await server.broadcast(f"{name}{n}"))
+
+    with trio.fail_after(FAIL_SAFE):
+        async with trio.open_nursery() as nursery, supervisor_tree(spec):
+            for received in clients:
+                await nursery.start(pair_reader, listener, received)
+            await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+            async with trio.open_nursery() as broadcasters:
+                for name in "abcd":
+                    broadcasters.start_soon(broadcaster, name)
+            assert trio.current_time() == start
+            await trio.testing.wait_all_tasks_blocked()
+    assert counts == [3] * 1000
+    for received in clients:
+        assert len(received.messages) == 1001
+        assert received.messages[-1] == NOTICE
+        # Each task's messages in its order; tasks interleave.
+        for name in "abcd":
+            mine = [m for m in received.messages if isinstance(m, str) and m[0] == name]
+            assert mine == [f"{name}{n}" for n in range(250)]
+        assert received.messages[:4] != ["a0", "a1", "a2", "a3"]
+        assert received.reason is not None
+        assert received.reason.code == GOING_AWAY
+
+
+async def test_a_cancelled_broadcast_queues_nothing_and_a_queued_one_outlives_its_caller(
+    autojump_clock: trio.testing.MockClock, listener: SocketPairListener
+) -> None:
+    server = WebSocketServer(read_forever, port=0)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    reader = Received()
+    with trio.fail_after(FAIL_SAFE):
+        async with (
+            trio.open_nursery() as nursery,
+            supervisor_tree(spec),
+            open_pair_client(listener, takes=0),  # holds the first message, reads no more
+        ):
+            await nursery.start(pair_reader, listener, reader)
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await server.broadcast("never queued")
+            assert scope.cancelled_caught
+            # Cancelling the caller once it returned takes nothing back: each
+            # connection's own task sends what was queued.
+            with trio.CancelScope() as scope:
+                assert await server.broadcast(BIG) == 2
+                assert await server.broadcast("queued too") == 2
+                scope.cancel()
+                await trio.sleep_forever()
+            await trio.testing.wait_all_tasks_blocked()
+            assert reader.messages == [BIG, "queued too"]
+    assert reader.messages == [BIG, "queued too", NOTICE]
+
+
+async def test_the_stop_sends_what_is_queued_and_waits_no_longer_than_close_timeout(
+    autojump_clock: trio.testing.MockClock,
+    listener: SocketPairListener,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_supervise")
+    # broadcast_timeout passes during the stop: the goodbye's deadline rules then.
+    server = WebSocketServer(read_forever, port=0, close_timeout=3.0, broadcast_timeout=1.0)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    slow = Received()
+    with trio.fail_after(FAIL_SAFE):
+        async with trio.open_nursery() as nursery, supervisor_tree(spec) as tree:
+            recorder = EventRecorder(tree)
+            await nursery.start(functools.partial(pair_reader, every=0.5), listener, slow)
+            async with open_pair_client(listener, takes=0) as stalled:
+                await trio.testing.wait_all_tasks_blocked()
+                # The stalled client holds m0; BIG fills its socket; m1..m3 wait.
+                for message in ["m0", BIG, "m1", "m2", "m3"]:
+                    assert await server.broadcast(message) == 2
+                start = trio.current_time()
+                await tree.terminate_child("websocket")
+                assert trio.current_time() == start + 3.0
+                messages, reason = await read_until_closed(stalled)
+    # The slow reader got what was queued, then the notice and 1001, in time; the stalled
+    # one was cut off at the deadline, in the middle of BIG.
+    assert slow.messages == ["m0", BIG, "m1", "m2", "m3", NOTICE]
+    assert slow.reason is not None
+    assert slow.reason.code == GOING_AWAY
+    assert messages == ["m0"]
+    assert reason.code == 1006
+    assert recorder.of(EventKind.STOP_TIMEOUT) == []
+    assert records(caplog, "WEBSOCKET_SLOW_CONSUMER") == []
+    [warning] = records(caplog, "WEBSOCKET_CLOSE_TIMEOUT")
+    assert warning.getMessage() == (
+        "1 WebSocket connection(s) did not finish the close handshake within 3s"
+        " (close_timeout) and were aborted: (unnamed socket)"
+    )
+
+
 # ------------------------------------------------------------------------------ handlers
 
 
@@ -722,6 +1212,26 @@ def _not_async(conn: WebSocketConnection) -> None:
         ({"close_timeout": float("nan")}, r"^WebSocketServer: close_timeout must be > 0 and"),
         ({"close_timeout": float("inf")}, r"^WebSocketServer: close_timeout must be > 0 and"),
         ({"close_timeout": None}, r"^WebSocketServer: close_timeout must be a finite number > 0"),
+        (
+            {"broadcast_queue": 0},
+            r"^WebSocketServer: broadcast_queue must be >= 1 \(got 0\); it is how many broadcast"
+            r" messages may wait for one client$",
+        ),
+        ({"broadcast_queue": -1}, r"^WebSocketServer: broadcast_queue must be >= 1 \(got -1\)"),
+        ({"broadcast_queue": 2.0}, r"^WebSocketServer: broadcast_queue must be an int >= 1"),
+        ({"broadcast_queue": True}, r"^WebSocketServer: broadcast_queue must be an int >= 1"),
+        ({"broadcast_queue": None}, r"^WebSocketServer: broadcast_queue must be an int >= 1"),
+        ({"broadcast_queue": math.inf}, r"^WebSocketServer: broadcast_queue must be an int"),
+        (
+            {"broadcast_timeout": 0},
+            r"^WebSocketServer: broadcast_timeout must be > 0 and finite \(got 0\); it is how"
+            r" long one broadcast message may take to reach a client's socket$",
+        ),
+        ({"broadcast_timeout": -2.0}, r"^WebSocketServer: broadcast_timeout must be > 0 and"),
+        ({"broadcast_timeout": math.nan}, r"^WebSocketServer: broadcast_timeout must be > 0 and"),
+        ({"broadcast_timeout": math.inf}, r"^WebSocketServer: broadcast_timeout must be > 0 and"),
+        ({"broadcast_timeout": True}, r"^WebSocketServer: broadcast_timeout must be a finite"),
+        ({"broadcast_timeout": "5"}, r"^WebSocketServer: broadcast_timeout must be a finite"),
     ],
 )
 def test_bad_constructor_arguments_raise_spec_error(kwargs: dict[str, Any], message: str) -> None:

@@ -65,6 +65,8 @@ WebSocket ``/ws``: ``{"type": "hello"}`` on connect, ``{"type": "note", "id": N}
 note, ``{"type": "server_shutdown"}`` and a close with 1001 at shutdown. A client may send
 ``{"type": "ping"}`` (answered ``{"type": "pong"}``); anything else is answered with
 ``{"type": "error", "message": ...}`` and the connection stays open. Other paths: 404.
+A client that does not read its notes is closed with 1008 once it is 32 notes and a
+socket buffer behind (``WebSocketServer``'s ``broadcast_queue``, ``broadcast_timeout``).
 """
 
 from __future__ import annotations
@@ -747,6 +749,8 @@ class DemoService:
             await ws.send_message(json.dumps(reply))
 
     async def _broadcast_note(self, note_id: int) -> None:
+        # Returns at once, whatever the clients do: the note is queued for each one, and a
+        # client that does not read is dropped (1008), never waited for by this request.
         await self.websocket.broadcast(json.dumps({"type": "note", "id": note_id}))
 
     # ------------------------------------------------------------------------------ HTTP

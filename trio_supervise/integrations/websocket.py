@@ -14,6 +14,12 @@ part in the graceful shutdown in two steps:
 
 A client thus reads the notice, then a close with code 1001, never a bare TCP close (1006).
 
+``broadcast()`` never waits for a client: it puts the message in each connection's bounded
+queue, which that connection's own task sends in order. A client that falls behind by a
+full queue (``broadcast_queue``) and a full socket buffer, or does not take a message
+within ``broadcast_timeout``, is closed with 1008 "policy violation", so that it holds
+neither its broadcaster (an HTTP request, say) nor the server's memory.
+
 Example::
 
     from trio_websocket import ConnectionClosed, WebSocketConnection
@@ -34,6 +40,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import select
+import sys
 import urllib.parse
 from collections.abc import Awaitable, Callable, KeysView
 from typing import Final, final
@@ -63,6 +71,7 @@ __all__ = [
     "GOING_AWAY",
     "HANDSHAKE_TIMEOUT",
     "INTERNAL_ERROR",
+    "POLICY_VIOLATION",
     "ConnectionHandler",
     "WebSocketServer",
 ]
@@ -73,10 +82,15 @@ logger = logging.getLogger("trio_supervise.websocket")
 GOING_AWAY: Final = 1001
 #: The close code sent when the connection handler raised (RFC 6455 §7.4.1).
 INTERNAL_ERROR: Final = 1011
+#: The close code sent to a client too slow to take its broadcasts (RFC 6455 §7.4.1).
+POLICY_VIOLATION: Final = 1008
 _NORMAL: Final = 1000
 
 #: Seconds a client may take from the TCP connect to a complete opening handshake.
 HANDSHAKE_TIMEOUT: Final = 10.0
+# While a broadcast waits for room in a connection's queue, how often its watchdog looks
+# again whether the client's socket has filled up (a long message being written).
+_RECHECK: Final = 0.01
 _PORT_HINT: Final = "; 0 picks a free port"
 
 ConnectionHandler = Callable[[WebSocketConnection], Awaitable[object]]
@@ -110,11 +124,43 @@ def _check_path(path: object) -> None:
 @final
 @attrs.define(eq=False)
 class _Connection:
-    """One accepted connection of one run, and who is closing it."""
+    """One accepted connection of one run: its queue of broadcasts, and who is closing it."""
 
     ws: WebSocketConnection
     # "address:port" of the client, read at accept (the socket may be gone when logged).
     peer: str
+    # Its socket, to see whether the client takes what is written (room to write).
+    socket: trio.socket.SocketType
+    # The connection's own nursery (its stream's task): trio-websocket's reader, the
+    # writer task (``_send_queued``), the close of a slow consumer. Open while registered.
+    nursery: trio.Nursery
+    # The broadcasts waiting for the writer, at most `broadcast_queue`. broadcast() puts
+    # into it without waiting for the client; the goodbye closes it, so that nothing is
+    # queued once the server stops and what was queued before still goes before the
+    # notice.
+    outbox: trio.MemorySendChannel[str]
+    # Its other end, read by the writer alone; closed when the writer ends or the client
+    # is dropped (broadcasts waiting for room then give up).
+    queued: trio.MemoryReceiveChannel[str]
+    # Set once the writer sent the greeting (if any), or ended without: the handler starts
+    # only then, so that the greeting is the connection's first message.
+    greeted: trio.Event = attrs.Factory(trio.Event)
+    # Set when the writer ended: its queue closed and sent, or the connection closed or
+    # dropped.
+    writer_done: trio.Event = attrs.Factory(trio.Event)
+    # True once dropped as a slow consumer (logged then, and out of the registry).
+    dropped: bool = False
+    # Wraps the handler; cancelled once a drop's close is done, as the connection is over.
+    handler_scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    # When the message being written began to be; None while the writer waits for one.
+    sending_since: float | None = None
+    # When the watchdog (``_watch``) wakes by itself next; inf while there is no message
+    # being written to watch.
+    watch_until: float = math.inf
+    # Wakes the watchdog before ``watch_until``: set by the writer when it begins to
+    # write while ``watch_until`` is inf, and by a broadcast that waits for room. A fresh
+    # one for each wait.
+    alarm: trio.Event = attrs.Factory(trio.Event)
     # True once some task called aclose() on it; later closers wait for `closed` instead,
     # so that the connection's own task never tears it down under stop()'s close handshake.
     closing: bool = False
@@ -138,7 +184,7 @@ class _ServerRun:
         self.registry: dict[WebSocketConnection, _Connection] = {}
         # The bound port; None until the listener is open.
         self.port: int | None = None
-        # True from stop() on: handshakes get 503, broadcast() sends nothing, and a
+        # True from stop() on: handshakes get 503, broadcast() queues nothing, and a
         # connection whose handler returns is closed with 1001 too.
         self.stopping = False
         # The deadline of stop()'s close handshakes; set together with `stopping`.
@@ -243,6 +289,11 @@ class _ServerRun:
 
     async def _goodbye(self, connection: _Connection, deadline: float) -> None:
         self._said_goodbye.append(connection)
+        # The broadcasts queued before the stop go first; a writer stuck on a client that
+        # does not read holds this only until the deadline.
+        connection.outbox.close()
+        with trio.move_on_at(deadline):
+            await connection.writer_done.wait()
         notice = self._server._notice
         if notice is not None:
             # A closed or broken one raises ConnectionClosed; _close() below then waits
@@ -318,11 +369,15 @@ class _ServerRun:
         self._handshakes.add(handshake)
         try:
             ws = await request.accept()
-            connection = _Connection(ws, _describe(ws))
+            outbox, queued = trio.open_memory_channel[str](server._broadcast_queue)
+            connection = _Connection(ws, _describe(stream), stream.socket, nursery, outbox, queued)
             self.registry[ws] = connection
+            greeting = None if self.stopping else server._greeting
+            nursery.start_soon(self._send_queued, connection, greeting)
             if self.stopping:
-                # Accepted as stop() began, it waits for this event: no handler, just the
-                # goodbye, in stop()'s nursery (or here if stop() is already past it).
+                # Accepted as stop() began, it waits for this event: no greeting and no
+                # handler, just the goodbye, in stop()'s nursery (or here if stop() is
+                # already past it).
                 if self._goodbyes is not None:
                     self._goodbyes.start_soon(self._goodbye, connection, self.stop_deadline)
                 else:
@@ -332,7 +387,9 @@ class _ServerRun:
             handshake.set()
         try:
             if not self.stopping:
-                code, reason = await self._handle(connection)
+                code, reason = _NORMAL, None
+                with connection.handler_scope:
+                    code, reason = await self._handle(connection)
                 if not self.stopping:
                     deadline = trio.current_time() + server._close_timeout
                     await self._close(connection, code, reason, deadline)
@@ -342,12 +399,14 @@ class _ServerRun:
             self.registry.pop(ws, None)
 
     async def _handle(self, connection: _Connection) -> tuple[int, str | None]:
-        """Greet, run the user's handler; return the close code its ending calls for."""
+        """Run the user's handler once greeted; return the close code its ending calls for."""
         server = self._server
         ws = connection.ws
+        await connection.greeted.wait()
+        if connection.dropped or ws.closed is not None:
+            # Gone or dropped before the greeting was out: the close is done or under way.
+            return _NORMAL, None
         try:
-            if server._greeting is not None:
-                await ws.send_message(server._greeting)
             await server._handler(ws)
         except Exception as exc:
             if _is_peer_gone(exc):
@@ -363,15 +422,201 @@ class _ServerRun:
             return INTERNAL_ERROR, "internal error"
         return _NORMAL, None
 
+    # ------------------------------------------------------------------------- broadcasts
 
-def _describe(ws: WebSocketConnection) -> str:
+    async def broadcast(self, message: str) -> int:
+        """Queue ``message`` for every open connection; return for how many it was queued.
+
+        A full queue is waited for only while the connection's writer is behind (a burst),
+        never while its client is: its watchdog drops a client whose socket is full as
+        soon as a broadcast waits for it (see ``_watch``).
+        """
+        if self.stopping:
+            return 0
+        queued = 0
+        behind: list[_Connection] = []
+        counted: list[_Connection] = []  # those of `behind` it was queued for
+        for ws, connection in list(self.registry.items()):
+            if ws.closed is not None:
+                # Closed by the client or broken; an idle handler would never notice.
+                del self.registry[ws]
+                continue
+            try:
+                connection.outbox.send_nowait(message)
+            except trio.WouldBlock:
+                behind.append(connection)
+            except trio.BrokenResourceError:  # its writer ended: the connection is closing
+                del self.registry[ws]
+            else:
+                queued += 1
+        # Shielded: the message is queued for all or for none that are open. It waits
+        # only for this server's own tasks, each at most broadcast_timeout (then the
+        # connection is dropped, which ends the wait); the stop closes the queues. All at
+        # once: one scheduling round for many connections, not one each.
+        if behind:
+            with trio.CancelScope(shield=True):
+                async with trio.open_nursery() as nursery:
+                    for connection in behind:
+                        nursery.start_soon(_queue_when_room, connection, message, counted)
+        return queued + len(counted)
+
+    async def _send_queued(self, connection: _Connection, greeting: str | None) -> None:
+        """The connection's one writer of server messages: the greeting, then each queued
+        broadcast in order, one at a time, watched by ``_watch``."""
+        try:
+            async with connection.queued, trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch, connection)
+                try:
+                    await self._write_all(connection, greeting)
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            connection.greeted.set()
+            connection.writer_done.set()
+
+    async def _write_all(self, connection: _Connection, greeting: str | None) -> None:
+        if greeting is not None and not await self._write(connection, greeting):
+            return
+        connection.greeted.set()
+        queued = connection.queued
+        while True:
+            try:
+                # No checkpoint when one is queued (the send has its own), so that a busy
+                # writer keeps pace with a busy broadcaster.
+                message = queued.receive_nowait()
+            except trio.WouldBlock:
+                try:
+                    message = await queued.receive()
+                except trio.EndOfChannel:
+                    return
+            except trio.EndOfChannel:
+                return  # the goodbye closed the queue, and all of it was sent
+            if not await self._write(connection, message):
+                return
+
+    async def _write(self, connection: _Connection, message: str) -> bool:
+        """Send ``message``; False if the connection has closed or was dropped.
+
+        Never cut short by a limit: a frame cut in the middle would garble the stream.
+        The close frame of a drop follows the whole frame (trio-websocket writes one frame
+        at a time), or the stream is closed at the close's deadline, which ends the send.
+        """
+        if connection.watch_until == math.inf:
+            connection.alarm.set()  # the watchdog waits for a send to watch
+        connection.sending_since = trio.current_time()
+        try:
+            await connection.ws.send_message(message)
+        except ConnectionClosed:
+            # Closed by the client, broken, or closed by the server.
+            self.registry.pop(connection.ws, None)
+            return False
+        finally:
+            connection.sending_since = None
+        return not connection.dropped
+
+    async def _watch(self, connection: _Connection) -> None:
+        """Drop the connection's client as a slow consumer when it does not keep up.
+
+        Two limits, on the message being written:
+
+        * it has taken ``broadcast_timeout``;
+        * a broadcast waits for room in the queue and the client's socket buffer is
+          (nearly) full as well: it is the client that is behind, not the writer, and the
+          broadcast must not wait for it. A socket that fills up after the look (a long
+          message being written) is looked at again every ``_RECHECK`` while broadcasts
+          wait.
+
+        It sleeps until the current message's deadline, so a busy writer costs it a
+        wake-up per ``broadcast_timeout``; the writer (from idle) and a waiting broadcast
+        wake it early (``alarm``).
+        """
+        server = self._server
+        timeout = server._broadcast_timeout
+        while True:
+            now = trio.current_time()
+            since = connection.sending_since
+            if since is None:
+                wake_at = math.inf
+            elif now >= since + timeout:
+                why = f"a message took over {timeout:g}s to send"
+                self._drop_slow(connection, why, f"broadcast_timeout={timeout:g}")
+                return
+            elif connection.outbox.statistics().tasks_waiting_send:
+                if not _has_room(connection.socket):
+                    size = server._broadcast_queue
+                    why = f"{size} broadcast messages queued"
+                    self._drop_slow(connection, why, f"broadcast_queue={size}")
+                    return
+                wake_at = min(since + timeout, now + _RECHECK)
+            else:
+                wake_at = since + timeout
+            connection.alarm = trio.Event()
+            connection.watch_until = wake_at
+            with trio.move_on_at(wake_at):
+                await connection.alarm.wait()
+
+    def _drop_slow(self, connection: _Connection, why: str, setting: str) -> None:
+        """Close a client that does not keep up with its broadcasts with 1008 (once).
+
+        ``why`` is also the close reason the client reads; ``setting`` names the option.
+        """
+        if connection.dropped or connection.closing or self.stopping:
+            # Being closed already; once stopping, the goodbye closes it by its deadline.
+            return
+        connection.dropped = True
+        self.registry.pop(connection.ws, None)
+        # Broadcasts waiting for room give up, and nothing more is sent but the close.
+        connection.queued.close()
+        log(
+            logging.WARNING,
+            "WebSocket client %s is too slow: %s (%s); closing it with 1008 policy violation",
+            connection.peer,
+            why,
+            setting,
+            path=self._path,
+            kind="WEBSOCKET_SLOW_CONSUMER",
+            to=logger,
+        )
+        connection.nursery.start_soon(self._close_dropped, connection, f"too slow: {why}")
+
+    async def _close_dropped(self, connection: _Connection, reason: str) -> None:
+        deadline = trio.current_time() + self._server._close_timeout
+        await self._close(connection, POLICY_VIOLATION, reason, deadline)
+        # A handler that does not touch its connection would never learn it is closed.
+        connection.handler_scope.cancel(reason="its WebSocket client was dropped as too slow")
+
+
+async def _queue_when_room(
+    connection: _Connection, message: str, counted: list[_Connection]
+) -> None:
+    connection.alarm.set()  # its watchdog looks whether it is the client that is behind
     try:
-        remote = ws.remote
+        # The channel hands freed room to waiting senders first, in order.
+        await connection.outbox.send(message)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return  # dropped, closed, or stopping
+    counted.append(connection)
+
+
+def _has_room(sock: trio.socket.SocketType) -> bool:
+    """True if the kernel reports ``sock`` writable: its send buffer has room to spare
+    (TCP: a third of it free). As trio's ``is_readable()``, for writing."""
+    if sys.platform == "win32":
+        _, writable, _ = select.select([], [sock], [], 0)
+        return bool(writable)
+    poll = select.poll()
+    poll.register(sock, select.POLLOUT)
+    return bool(poll.poll(0))
+
+
+def _describe(stream: trio.SocketStream) -> str:
+    try:
+        address = stream.socket.getpeername()
     except OSError:  # the client is already gone (ENOTCONN)
         return "(disconnected client)"
-    if isinstance(remote, trio_websocket.Endpoint):
-        return f"{remote.address}:{remote.port}"
-    return remote
+    if isinstance(address, tuple):
+        return f"{address[0]}:{address[1]}"
+    return str(address) or "(unnamed socket)"
 
 
 def _tree_shutting_down() -> bool:
@@ -405,11 +650,47 @@ class WebSocketServer:
       notice: the text message sent to every client at shutdown before the close;
         ``None`` sends none.
       close_timeout: seconds the shutdown gives the notices and the close handshakes, all
-        connections at once; connections still open then are aborted and logged.
-      greeting: a text message sent to each client right after its handshake.
+        connections at once; connections still open then are aborted and logged. A slow
+        consumer's close handshake has as long.
+      greeting: a text message sent to each client right after its handshake, before
+        ``handler`` starts and before any broadcast.
+      broadcast_queue: how many broadcast messages may wait for one client (an int >= 1);
+        a client with that many waiting and a full socket buffer is dropped as a slow
+        consumer.
+      broadcast_timeout: seconds one broadcast message (or the greeting) may take to be
+        written to a client's socket; past it, the client is dropped as a slow consumer.
 
     Raises:
       SpecError: for a handler that is not an async function or a value out of range.
+
+    Slow consumers:
+      ``broadcast()`` never waits for a client, so a client that does not read cannot
+      hold up the broadcaster (an HTTP request handler, say) or the other clients. Each
+      connection has a queue of at most ``broadcast_queue`` messages and its own task,
+      which writes them to the socket one at a time, in order. A client is dropped as a
+      slow consumer when a message has not been written within ``broadcast_timeout`` (it
+      does not read, or reads slower than the broadcasts come), or when its queue is full
+      and its socket buffer is (nearly) full as well: it is then ``broadcast_queue``
+      messages plus a socket buffer behind. A full queue whose socket still has room only
+      means that a burst of broadcasts outran the connection's task, which needs a few
+      scheduling rounds per message: ``broadcast()`` then waits for that task (the
+      server's own work, never the client) rather than drop a client that reads. So a
+      loop of broadcasts goes at the pace of the server's sends, and memory is bounded.
+
+      A dropped client leaves ``connections`` at once, one warning is logged (kind
+      ``WEBSOCKET_SLOW_CONSUMER``, naming the client and the option), and it is closed
+      with code 1008 "policy violation" and a reason such as ``"too slow: 32 broadcast
+      messages queued"``; the messages still queued for it are not sent. The close frame
+      follows the message being written, which is never cut in the middle: a client that
+      reads again within ``close_timeout`` reads what was written, then the close. One
+      that does not has its TCP stream closed then. Its handler sees ``ConnectionClosed``
+      on its next call on the connection, as for any close, and once the close is done
+      it is cancelled (one that never touches the connection would otherwise run until
+      the server stops). The handler's own
+      ``send_message()`` calls are not queued: they wait for the client, as
+      trio-websocket's do. Size ``broadcast_queue`` for the bursts a client should ride
+      out beyond its socket buffer; a queued message is shared by all connections (the
+      same ``str``).
 
     Handler errors:
       An exception from ``handler`` (other than ``ConnectionClosed``, alone or in an
@@ -423,14 +704,15 @@ class WebSocketServer:
     Shutdown:
       ``shutdown_hook()`` (band ``STOP_ACCEPTING``) waits for ``drain``, then refuses new
       handshakes with 503. When the supervisor stops the child (band ``DRAIN``), ``stop()``
-      refuses handshakes too, sends ``notice`` to every open connection and closes it with
-      1001 "going away", every connection concurrently and all within ``close_timeout``;
-      past it, the stragglers' TCP streams are closed and they are logged (a warning,
-      kind ``WEBSOCKET_CLOSE_TIMEOUT``). A handshake accepted just as the stop began gets
-      the notice and 1001 too, without its handler running. Then the handlers still
-      running are cancelled, the listener closes and the child exits cleanly. The same
-      happens when the child alone is stopped or restarted (``terminate_child``,
-      ``restart_child``, a sibling's restart under ``ONE_FOR_ALL``).
+      refuses handshakes too, sends each open connection the broadcasts still queued for
+      it, then ``notice``, and closes it with 1001 "going away", every connection
+      concurrently and all within ``close_timeout``; past it, the stragglers' TCP streams
+      are closed and they are logged (a warning, kind ``WEBSOCKET_CLOSE_TIMEOUT``), so a
+      client that does not read holds the stop no longer. A handshake accepted just as
+      the stop began gets the notice and 1001 too, without its handler running. Then the
+      handlers still running are cancelled, the listener closes and the child exits
+      cleanly. The same happens when the child alone is stopped or restarted
+      (``terminate_child``, ``restart_child``, a sibling's restart under ``ONE_FOR_ALL``).
     """
 
     def __init__(
@@ -444,6 +726,8 @@ class WebSocketServer:
         notice: str | None = '{"type": "server_shutdown"}',
         close_timeout: float = 5.0,
         greeting: str | None = None,
+        broadcast_queue: int = 32,
+        broadcast_timeout: float = 10.0,
     ) -> None:
         owner = "WebSocketServer"
         _checks.async_function(owner, "handler", handler, error=SpecError)
@@ -469,6 +753,23 @@ class WebSocketServer:
             error=SpecError,
             hint="; it bounds the close handshakes at shutdown",
         )
+        _checks.integer(
+            owner,
+            "broadcast_queue",
+            broadcast_queue,
+            at_least=1,
+            error=SpecError,
+            hint="; it is how many broadcast messages may wait for one client",
+        )
+        _checks.number(
+            owner,
+            "broadcast_timeout",
+            broadcast_timeout,
+            above=0,
+            finite=True,
+            error=SpecError,
+            hint="; it is how long one broadcast message may take to reach a client's socket",
+        )
         self._handler = handler
         self._host = host
         self._port = port
@@ -477,6 +778,8 @@ class WebSocketServer:
         self._notice = notice
         self._close_timeout = float(close_timeout)
         self._greeting = greeting
+        self._broadcast_queue = broadcast_queue
+        self._broadcast_timeout = float(broadcast_timeout)
         # Set by shutdown_hook(): refuse handshakes from now on, also in a run restarted
         # during the shutdown. Cleared when a run starts outside a shutdown.
         self._refusing = False
@@ -559,8 +862,9 @@ class WebSocketServer:
         """The open connections of the current run, in accept order (a live read-only view).
 
         A connection is in it from its accepted handshake until its handler has returned
-        and its close is done (or until ``broadcast()`` finds it closed by the client or
-        broken). A restart starts a new registry: read this property again.
+        and its close is done, until ``broadcast()`` or its writer finds it closed by the
+        client or broken, or until it is dropped as a slow consumer. A restart starts a new
+        registry: read this property again.
         """
         if self._run is None:
             return _NO_CONNECTIONS.keys()
@@ -587,12 +891,27 @@ class WebSocketServer:
         return self._run is not None and self._run.accepting and not self._run._done.is_set()
 
     async def broadcast(self, message: str) -> int:
-        """Send ``message`` to every open connection concurrently; return how many got it.
+        """Queue ``message`` for every open connection; return how many it was queued for.
 
-        A connection that is closed or breaks is skipped (and leaves the registry); it
-        never makes this raise. Once the server is stopping nothing is sent (the shutdown
-        notice is the last message a client gets), and 0 is returned. A client whose TCP
-        buffer is full delays the return, but not the delivery to the others.
+        It never waits for a client: each connection has a queue of at most
+        ``broadcast_queue`` messages, which its own task sends after the greeting, in the
+        order they were queued. A connection that is closed or broken is skipped (and
+        leaves the registry); one whose client does not keep up is dropped as a slow
+        consumer and not counted (see "Slow consumers" in the class docstring). When a
+        burst of broadcasts has filled a queue whose client still reads, this waits for
+        that connection's task to make room (a few scheduling rounds, never the client).
+        The messages of one task reach every connection in the order it broadcast them;
+        those of tasks broadcasting at the same time may interleave differently on
+        different connections. It never raises for a client. Once the server is stopping
+        nothing is queued (the shutdown notice is the last message a client gets), and 0
+        is returned. Before the first start, 0.
+
+        Cancellation:
+          A checkpoint, as Trio's own calls: called in a cancelled scope it raises
+          ``trio.Cancelled`` and queues nothing. Once it began to queue, it finishes
+          (a wait for a connection's task is shielded: it is bounded by that task's
+          ``broadcast_timeout``) and returns; what it queued is sent even if the caller
+          is cancelled afterwards.
 
         Raises:
           TypeError: ``message`` is not a str.
@@ -601,24 +920,10 @@ class WebSocketServer:
             raise TypeError(
                 f"WebSocketServer.broadcast: message must be a str (got {type(message).__name__})"
             )
-        run = self._run
-        if run is None or run.stopping:
-            return 0
-        delivered = 0
-
-        async def send(ws: WebSocketConnection) -> None:
-            nonlocal delivered
-            try:
-                await ws.send_message(message)
-            except ConnectionClosed:
-                run.registry.pop(ws, None)
-            else:
-                delivered += 1
-
-        async with trio.open_nursery() as nursery:
-            for ws in list(run.registry):
-                if ws.closed is not None:
-                    run.registry.pop(ws, None)
-                else:
-                    nursery.start_soon(send, ws)
-        return delivered
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._run is None:
+            queued = 0
+        else:
+            queued = await self._run.broadcast(message)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return queued
