@@ -336,6 +336,113 @@ async def test_a_response_started_during_the_drain_says_connection_close() -> No
     assert tree.shutdown_report.ok
 
 
+# --------------------------------------------------------------------- slow clients
+
+
+async def read_until_closed(stream: trio.SocketStream) -> bytes:
+    data = b""
+    while chunk := await stream.receive_some():
+        data += chunk
+    return data
+
+
+def starlette_echo(seen: list[str]) -> Starlette:
+    async def echo(request: Request) -> PlainTextResponse:
+        try:
+            body = await request.body()
+        except Exception as exc:
+            seen.append(type(exc).__name__)
+            raise
+        return PlainTextResponse(body.decode())
+
+    return Starlette(routes=[Route("/echo", echo, methods=["POST"])])
+
+
+async def test_a_stalled_request_body_gets_408_at_the_body_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Content-Length 1000, 10 bytes, then nothing: the request was held (in flight)
+    # until the client gave up. Starlette's ClientDisconnect is the app's answer to the
+    # disconnect; it must not become a 500 or an ERROR line with a traceback.
+    seen: list[str] = []
+    server = HTTPServer(starlette_echo(seen), port=0, body_timeout=0.5)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    with trio.fail_after(FAIL_SAFE):
+        async with supervisor_tree(spec, hooks=[server.shutdown_hook()]):
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            head = b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 1000\r\n\r\n"
+            await stream.send_all(head + b"0123456789")
+            sent = trio.current_time()
+            response = await read_until_closed(stream)
+            took = trio.current_time() - sent
+            await stream.aclose()
+            in_flight = server.in_flight
+
+    status_line, _, rest = response.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 408 "
+    assert b"\r\nconnection: close\r\n" in rest
+    assert rest.endswith(b'{"error":"the request body did not arrive within 0.5s"}')
+    assert 0.5 <= took < 1.5
+    assert in_flight == 0
+    assert seen == ["ClientDisconnect"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_body_that_arrives_in_time_and_a_long_request_are_not_cut() -> None:
+    # The bound is on the body only: a request whose body came quickly may take longer
+    # than body_timeout to answer, while its client waits quietly (what hypercorn's
+    # read_timeout would have cut).
+    app = SlowApp()
+    seen: list[str] = []
+    echo = starlette_echo(seen)
+
+    async def both(scope: Message, receive: Any, send: Any) -> None:
+        await (app if scope.get("path") != "/echo" else echo)(scope, receive, send)
+
+    server = HTTPServer(both, port=0, body_timeout=0.3)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    with trio.fail_after(FAIL_SAFE):
+        async with open_client() as client, supervisor_tree(spec):
+            base = server.bound[0]
+            async with trio.open_nursery() as nursery:
+                results: dict[str, object] = {}
+                nursery.start_soon(fetch, client, base + "/slow", results, "slow")
+                await app.arrived.wait()
+                await trio.sleep(0.6)  # real time: twice the body timeout
+                app.release.set()
+            echoed = await client.post(base + "/echo", content=b"x" * 100_000)
+
+    assert results["slow"] == (200, "slow done")
+    assert (echoed.status_code, len(echoed.text)) == (200, 100_000)
+    assert seen == []
+
+
+async def test_a_request_head_sent_byte_by_byte_is_cut_at_the_keep_alive_timeout() -> None:
+    # Hypercorn counts a connection as idle until a whole head has arrived: bytes that
+    # trickle in do not renew its keep_alive_timeout, so a slow head is bounded.
+    config = Config()
+    config.keep_alive_timeout = 0.5
+    server = HTTPServer(SlowApp(), port=0, config=config)
+    spec = SupervisorSpec("app", [server.child_spec()])
+    with trio.fail_after(FAIL_SAFE):
+        async with supervisor_tree(spec):
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            opened = trio.current_time()
+            head = b"GET /fast HTTP/1.1\r\nhost: t\r\nx-padding: " + b"a" * 100
+            try:
+                for byte in head:
+                    await stream.send_all(bytes([byte]))
+                    await trio.sleep(0.05)  # real time: a client trickling its head
+            except trio.BrokenResourceError:
+                pass
+            await read_until_closed(stream)
+            closed = trio.current_time() - opened
+            await stream.aclose()
+            assert server.in_flight == 0
+
+    assert 0.5 <= closed < 1.5
+
+
 async def test_a_request_reaching_the_app_once_the_listeners_close_gets_503_unrun() -> None:
     # Hypercorn closes a new connection as idle when its shutdown trigger fires; a request
     # that arrived on it at that moment can still be handed to the app, and its answer is
@@ -999,6 +1106,8 @@ async def asgi(scope: object, receive: object, send: object) -> None:
             {"graceful_timeout": math.nan},
             "HTTPServer: graceful_timeout must be >= 0 or None (got nan)",
         ),
+        ({"body_timeout": 0}, "HTTPServer: body_timeout must be > 0 (got 0)"),
+        ({"body_timeout": None}, "HTTPServer: body_timeout must be a number > 0 (got None)"),
     ],
 )
 def test_bad_constructor_inputs(kwargs: dict[str, Any], message: str) -> None:

@@ -45,7 +45,7 @@ HTTP, which never reaches the app, gets hypercorn's own empty 400, 431 or 501):
   repeated in an object, a body that is not an object or a ``text`` that is missing, not a
   string, empty, longer than ``MAX_NOTE_CHARS`` characters (422, not 413: the body is
   fine, the field is not) or not storable (NUL characters, lone surrogates). Other keys
-  are ignored.
+  are ignored. A body still arriving ``BODY_TIMEOUT`` seconds after the head gets 408.
 * ``GET /notes?after=ID&limit=N``: a page of notes, oldest first: 200 ``{"notes": [{"id",
   "text"}...], "next": ID}`` with the notes after id ``after`` (default 0), at most ``limit``
   (default ``PAGE_SIZE``, at most ``MAX_PAGE_SIZE``); ``next`` is the ``after`` of the next
@@ -137,6 +137,8 @@ MAX_NOTE_CHARS: Final = 10_000
 #: The largest request body ``POST /notes`` reads: room for ``MAX_NOTE_CHARS`` characters
 #: even when each is written as a JSON surrogate pair escape (12 bytes).
 MAX_BODY_BYTES: Final = 256 * 1024
+#: Seconds a request's body may take to arrive (``HTTPServer(body_timeout=...)``).
+BODY_TIMEOUT: Final = 10.0
 #: The longest ``GET /work`` may be asked to take.
 MAX_WORK_SECONDS: Final = 30.0
 #: Seconds the WebSocket server gives the notices and close handshakes at shutdown.
@@ -652,6 +654,9 @@ class DemoService:
             port=config.port,
             drain=self.drain,
             graceful_timeout=config.graceful_timeout,
+            # A note is at most MAX_BODY_BYTES: a client still sending one after this
+            # long is stalled, not slow.
+            body_timeout=BODY_TIMEOUT,
         )
         self.tree: SupervisorTree | None = None
         # The function that detaches the metrics; None until attached.

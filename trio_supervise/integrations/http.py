@@ -39,6 +39,14 @@ Shutdown:
   connection close without a response) and the report says ``deadline_exceeded``.
   WebSocket connections count as in flight until they end.
 
+Slow clients:
+  A request's head must arrive within hypercorn's ``config.keep_alive_timeout`` (5 s by
+  default) of the connection opening or of the previous response, and its body within
+  ``body_timeout`` (60 s by default) of its head; past that the client gets 408 with
+  ``Connection: close``, the app an ``http.disconnect``, and the request is no longer in
+  flight. Hypercorn's ``read_timeout`` is left unset: it bounds each read, so it would
+  also cut a long request whose client waits quietly for the answer.
+
 Example::
 
     from starlette.applications import Starlette
@@ -107,6 +115,7 @@ READY_PATH: Final = "/health/ready"
 METRICS_PATH: Final = "/metrics"
 _ALLOWED: Final = ("GET", "HEAD")
 _JSON: Final = "application/json"
+_CLOSE: Final = ((b"connection", b"close"),)
 _AMBIGUOUS_FRAMING: Final = (
     "request has both Content-Length and Transfer-Encoding: ambiguous framing; send one"
 )
@@ -364,6 +373,9 @@ class HTTPServer:
         before hypercorn cancels them. ``None``: ``config.graceful_timeout`` if you set it
         on ``config``, else no limit of its own (the child's ``shutdown_timeout`` and the
         shutdown's deadline still apply).
+      body_timeout: seconds from a request's head to the end of its body; a client still
+        sending then gets 408 (see "Slow clients" in the module docstring). The wait for
+        the head is hypercorn's ``config.keep_alive_timeout`` (5 s by default).
 
     Raises:
       SpecError: for an app that is not an async callable, a bad host or port, a
@@ -383,6 +395,7 @@ class HTTPServer:
         drain: DrainDelay | None = None,
         config: Config | None = None,
         graceful_timeout: float | None = None,
+        body_timeout: float = 60.0,
     ) -> None:
         _check_app("HTTPServer", "app", app)
         self.host = _check_host(host)
@@ -404,6 +417,8 @@ class HTTPServer:
             explicit = config is not None and _explicit(config, "graceful_timeout")
             graceful_timeout = self._base_config.graceful_timeout if explicit else math.inf
         self._graceful_timeout = float(graceful_timeout)
+        _checks.number("HTTPServer", "body_timeout", body_timeout, above=0, error=SpecError)
+        self._body_timeout = float(body_timeout)
         self._in_flight = 0
         # The current run (the last one made by the supervisor); None before the first.
         self._current: _Run | None = None
@@ -600,27 +615,92 @@ class HTTPServer:
             # be closing its connection as idle at this very moment (its graceful close
             # races with a new connection's first request), and then the client never
             # sees an answer: refuse it unrun, so that no unanswered request had an effect.
-            headers = [(b"connection", b"close")]
-            await _respond(send, 503, _json({"error": "shutting down"}), headers=headers)
+            await _respond(send, 503, _json({"error": "shutting down"}), headers=_CLOSE)
             run.ended.setdefault(_connection_of_current_request(), False)
             return
         http = scope["type"] == "http"
         if http and _ambiguous_framing(scope):
             body = _json({"error": _AMBIGUOUS_FRAMING})
-            await _respond(send, 400, body, headers=[(b"connection", b"close")])
+            await _respond(send, 400, body, headers=_CLOSE)
             return
         scope = _origin_form(scope)
+        request: _BoundedBody | None = None
+        if http:
+            request = _BoundedBody(receive, _closing_while_draining(run, send), self._body_timeout)
+            receive, send = request.receive, request.send
         self._in_flight += 1
         try:
-            await self._app(scope, receive, _closing_while_draining(run, send) if http else send)
+            await self._app(scope, receive, send)
         except trio.Cancelled:
             if run.trigger.is_set():
                 run.cut += 1
             raise
+        except Exception:
+            # Told that the client is gone (its body timed out, answered 408), the app
+            # raised as apps do then (Starlette's ClientDisconnect): the client's fault.
+            if request is None or not request.timed_out:
+                raise
         finally:
             self._in_flight -= 1
             if http and run.trigger.is_set():
                 run.ended.setdefault(_connection_of_current_request(), False)
+
+
+@final
+class _BoundedBody:
+    """The ``receive`` and ``send`` of one request whose body must arrive within a time.
+
+    Hypercorn bounds the wait for a request's head (its ``keep_alive_timeout``: the
+    connection counts as idle until a whole head has arrived), but not the wait for its
+    body: a client that announces 1,000 bytes and sends 10 holds the request forever. Its
+    ``read_timeout`` is no help: it bounds each read, and also cuts the connection of a
+    long request whose client is waiting, quietly, for the answer.
+
+    Past the deadline the client gets 408 and ``Connection: close`` (unless a response has
+    started), and the app gets ``http.disconnect``: what it hears when a client goes away.
+    What the app sends after that is dropped.
+    """
+
+    __slots__ = ("_deadline", "_done", "_receive", "_send", "_started", "_timeout", "timed_out")
+
+    def __init__(self, receive: Receive, send: Send, timeout: float) -> None:
+        self._receive = receive
+        self._send = send
+        self._timeout = timeout
+        self._deadline = trio.current_time() + timeout
+        self._done = False  # the whole body has been received
+        self._started = False  # a response has started
+        self.timed_out = False
+
+    async def receive(self) -> Message:
+        if self._done or self.timed_out:
+            return await self._receive()
+        with trio.move_on_at(self._deadline):
+            message = await self._receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                self._done = True
+            return message
+        self.timed_out = True
+        log(
+            logging.INFO,
+            "request body not received within body_timeout (%gs); answered 408",
+            self._timeout,
+            path=current_child_path(),
+            kind="HTTP_BODY_TIMEOUT",
+            to=logger,
+        )
+        if not self._started:
+            self._started = True
+            error = f"the request body did not arrive within {self._timeout:g}s"
+            await _respond(self._send, 408, _json({"error": error}), headers=_CLOSE)
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        if self.timed_out:
+            return
+        if message["type"] == "http.response.start":
+            self._started = True
+        await self._send(message)
 
 
 def _closing_while_draining(run: _Run, send: Send) -> Send:
