@@ -424,6 +424,7 @@ def _numeric_options() -> list[tuple[str, str, Any]]:
         ),
         ("HTTPServer", "port", lambda v: HTTPServer(_asgi, port=v)),
         ("HTTPServer", "graceful_timeout", lambda v: HTTPServer(_asgi, graceful_timeout=v)),
+        ("HTTPServer", "body_timeout", lambda v: HTTPServer(_asgi, body_timeout=v)),
         (
             "HTTPServer.child_spec",
             "shutdown_timeout",
@@ -436,6 +437,16 @@ def _numeric_options() -> list[tuple[str, str, Any]]:
         ),
         ("WebSocketServer", "port", lambda v: WebSocketServer(_handler, port=v)),
         ("WebSocketServer", "close_timeout", lambda v: WebSocketServer(_handler, close_timeout=v)),
+        (
+            "WebSocketServer",
+            "broadcast_queue",
+            lambda v: WebSocketServer(_handler, broadcast_queue=v),
+        ),
+        (
+            "WebSocketServer",
+            "broadcast_timeout",
+            lambda v: WebSocketServer(_handler, broadcast_timeout=v),
+        ),
         (
             "WebSocketServer.child_spec",
             "shutdown_timeout",
