@@ -219,14 +219,20 @@ async def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], byte
     if not response:
         raise ConnectionAbortedError("the server closed the connection without a response")
     head, _, content = response.partition(b"\r\n\r\n")
+    status, headers = parse_head(head)
+    if int(headers["content-length"]) != len(content):
+        raise ConnectionAbortedError(f"the server closed the connection mid-response: {head!r}")
+    return status, headers, content
+
+
+def parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    """A response head (without its blank line) -> its status and lower-cased headers."""
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     headers = {}
     for line in header_lines:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
-    if int(headers["content-length"]) != len(content):
-        raise ConnectionAbortedError(f"the server closed the connection mid-response: {head!r}")
-    return int(status_line.split()[1]), headers, content
+    return int(status_line.split()[1]), headers
 
 
 @attrs.define(eq=False)
@@ -667,17 +673,13 @@ async def read_kept_alive_response(stream: trio.SocketStream) -> tuple[int, dict
             raise ConnectionAbortedError(f"closed before a whole response: {data!r}")
         data += chunk
     head, _, content = data.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
+    status, headers = parse_head(head)
     while len(content) < int(headers["content-length"]):
         chunk = await stream.receive_some()
         if not chunk:
             raise ConnectionAbortedError(f"closed mid-response: {head!r}")
         content += chunk
-    return int(status_line.split()[1]), headers, content
+    return status, headers, content
 
 
 async def keep_alive_writer(port: int, acked: dict[int, str], n: int) -> None:

@@ -300,6 +300,10 @@ class _Run:
     def listening(self) -> bool:
         return bool(self.urls) and any(sock.fileno() != -1 for sock in self.sockets)
 
+    def request_ended(self) -> None:
+        """Note, from the request's task, that a request ended after the trigger fired."""
+        self.ended.setdefault(_connection_of_current_request(), False)
+
 
 @final
 class _Started:
@@ -616,7 +620,7 @@ class HTTPServer:
             # races with a new connection's first request), and then the client never
             # sees an answer: refuse it unrun, so that no unanswered request had an effect.
             await _respond(send, 503, _json({"error": "shutting down"}), headers=_CLOSE)
-            run.ended.setdefault(_connection_of_current_request(), False)
+            run.request_ended()
             return
         http = scope["type"] == "http"
         if http and _ambiguous_framing(scope):
@@ -624,9 +628,9 @@ class HTTPServer:
             await _respond(send, 400, body, headers=_CLOSE)
             return
         scope = _origin_form(scope)
-        request: _BoundedBody | None = None
+        request: _Request | None = None
         if http:
-            request = _BoundedBody(receive, _closing_while_draining(run, send), self._body_timeout)
+            request = _Request(run, receive, send, self._body_timeout)
             receive, send = request.receive, request.send
         self._in_flight += 1
         try:
@@ -643,27 +647,40 @@ class HTTPServer:
         finally:
             self._in_flight -= 1
             if http and run.trigger.is_set():
-                run.ended.setdefault(_connection_of_current_request(), False)
+                run.request_ended()
 
 
 @final
-class _BoundedBody:
-    """The ``receive`` and ``send`` of one request whose body must arrive within a time.
+class _Request:
+    """The ``receive`` and ``send`` that one HTTP request's app gets from ``HTTPServer``.
 
-    Hypercorn bounds the wait for a request's head (its ``keep_alive_timeout``: the
-    connection counts as idle until a whole head has arrived), but not the wait for its
-    body: a client that announces 1,000 bytes and sends 10 holds the request forever. Its
-    ``read_timeout`` is no help: it bounds each read, and also cuts the connection of a
-    long request whose client is waiting, quietly, for the answer.
+    Its body must arrive within ``body_timeout``: hypercorn bounds the wait for a request's
+    head (its ``keep_alive_timeout``: the connection counts as idle until a whole head has
+    arrived), but not the wait for its body, so a client that announces 1,000 bytes and
+    sends 10 held the request forever. Hypercorn's ``read_timeout`` is no help: it bounds
+    each read, and also cuts the connection of a long request whose client is waiting,
+    quietly, for the answer. Past the deadline the client gets 408 and ``Connection:
+    close`` (unless a response has started), and the app gets ``http.disconnect``: what it
+    hears when a client goes away. What the app sends after that is dropped.
 
-    Past the deadline the client gets 408 and ``Connection: close`` (unless a response has
-    started), and the app gets ``http.disconnect``: what it hears when a client goes away.
-    What the app sends after that is dropped.
+    A response started once the run's trigger fired says ``Connection: close``: the
+    client then opens a new connection for its next request (refused, or answered by
+    another replica) instead of sending it on one that hypercorn is about to close.
     """
 
-    __slots__ = ("_deadline", "_done", "_receive", "_send", "_started", "_timeout", "timed_out")
+    __slots__ = (
+        "_deadline",
+        "_done",
+        "_receive",
+        "_run",
+        "_send",
+        "_started",
+        "_timeout",
+        "timed_out",
+    )
 
-    def __init__(self, receive: Receive, send: Send, timeout: float) -> None:
+    def __init__(self, run: _Run, receive: Receive, send: Send, timeout: float) -> None:
+        self._run = run
         self._receive = receive
         self._send = send
         self._timeout = timeout
@@ -700,24 +717,11 @@ class _BoundedBody:
             return
         if message["type"] == "http.response.start":
             self._started = True
+            if self._run.trigger.is_set():
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == b"connection" for name, _ in headers):
+                    message = {**message, "headers": [*headers, *_CLOSE]}
         await self._send(message)
-
-
-def _closing_while_draining(run: _Run, send: Send) -> Send:
-    """``send``, adding ``Connection: close`` to a response started once the trigger fired.
-
-    The client then opens a new connection for its next request (refused, or answered by
-    another replica) instead of sending it on one that hypercorn is about to close.
-    """
-
-    async def closing_send(message: Message) -> None:
-        if message["type"] == "http.response.start" and run.trigger.is_set():
-            headers = list(message.get("headers", ()))
-            if not any(name.lower() == b"connection" for name, _ in headers):
-                message = {**message, "headers": [*headers, (b"connection", b"close")]}
-        await send(message)
-
-    return closing_send
 
 
 def _connection_of_current_request() -> trio.Nursery:
