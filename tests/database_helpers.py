@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import attrs
 import psycopg
@@ -55,6 +56,16 @@ def closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def through(proxy: Proxy, dsn: str) -> str:
+    """``dsn`` to the server behind ``proxy`` (its host and port replaced by the proxy's)."""
+    parts = urlsplit(dsn)
+    return parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
+
+
+def server_port(dsn: str) -> int:
+    return urlsplit(dsn).port or 5432
 
 
 @attrs.define(eq=False)

@@ -12,12 +12,19 @@ import re
 import sys
 from collections.abc import AsyncIterator
 from functools import partial
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 import trio
-from database_helpers import FAIL_SAFE, Proxy, closed_port, make_notes, reset_postgres
+from database_helpers import (
+    FAIL_SAFE,
+    Proxy,
+    closed_port,
+    make_notes,
+    reset_postgres,
+    server_port,
+    through,
+)
 
 from trio_supervise.integrations.database import (
     Database,
@@ -38,12 +45,6 @@ async def pg(postgres_dsn: str) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.aclose()
-
-
-def through(proxy: Proxy, dsn: str) -> str:
-    """``dsn`` to the server behind ``proxy``."""
-    parts = urlsplit(dsn)
-    return parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
 
 
 # ------------------------------------------------------------------------------ opening
@@ -209,7 +210,7 @@ async def test_a_server_outage_raises_database_unavailable_until_it_is_back(
 ) -> None:
     reset_postgres(postgres_dsn)
     caplog.set_level(logging.INFO, logger="trio_supervise.database")
-    proxy = Proxy(urlsplit(postgres_dsn).port or 5432)
+    proxy = Proxy(server_port(postgres_dsn))
     with trio.fail_after(FAIL_SAFE):
         async with trio.open_nursery() as nursery:
             await nursery.start(proxy.run)
@@ -262,7 +263,7 @@ async def test_a_server_outage_raises_database_unavailable_until_it_is_back(
 
 async def test_monitor_follows_an_outage_without_calls(postgres_dsn: str) -> None:
     reset_postgres(postgres_dsn)
-    proxy = Proxy(urlsplit(postgres_dsn).port or 5432)
+    proxy = Proxy(server_port(postgres_dsn))
 
     async def wait_for(available: bool) -> None:
         while db.availability.available is not available:  # noqa: ASYNC110 - no event for it
