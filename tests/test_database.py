@@ -1,20 +1,17 @@
-"""The database integration: SQLite files and a real PostgreSQL server, in real time.
+"""The ``Database`` API on both databases: a SQLite file and a real PostgreSQL server.
 
-The calls run in worker threads, so these tests use Trio's real clock (virtual time would
-jump while a thread works); ``trio.fail_after`` bounds every wait as a fail-safe only.
-Tests taking ``target`` run once on a SQLite file and once on the session's PostgreSQL
-server (``postgres_dsn`` in ``conftest.py``), whose ``public`` schema is emptied first.
+Tests taking ``target`` or ``db`` run once on a SQLite file and once on the session's
+PostgreSQL server (``postgres_dsn`` in ``conftest.py``), whose ``public`` schema is emptied
+first. What only one database does is in ``test_database_sqlite.py`` and
+``test_database_postgres.py``; migrations are tested here, through ``migrate()``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
-import shutil
-import socket
 import sqlite3
-import sys
-import threading
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
@@ -24,6 +21,7 @@ import psycopg
 import pytest
 import trio
 import trio.testing
+from database_helpers import FAIL_SAFE, long_query, make_notes, note_ids, reset_postgres, wal_size
 
 from trio_supervise import (
     Band,
@@ -34,35 +32,14 @@ from trio_supervise import (
     SupervisorSpec,
     supervisor_tree,
 )
-from trio_supervise.integrations import database
 from trio_supervise.integrations.database import (
     MIGRATIONS_TABLE,
     Database,
+    DatabaseAvailability,
     DatabaseClosedError,
     DatabaseError,
-    PostgresDatabase,
-    SQLiteDatabase,
-    _open_connection,
-    _parse_target,
-    _qmark_to_psycopg,
-    _with_returning,
     open_database,
 )
-
-# Generous: only hit when something is broken.
-FAIL_SAFE = 15.0
-
-ACCEPTED = re.escape(
-    "a SQLite file path such as 'data/app.db', 'sqlite:///relative/app.db',"
-    " 'sqlite:////absolute/app.db', ':memory:', or a PostgreSQL DSN such as"
-    " 'postgresql://user:password@localhost:5432/dbname'"
-)
-
-
-def reset_postgres(dsn: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        connection.execute("DROP SCHEMA public CASCADE")
-        connection.execute("CREATE SCHEMA public")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -81,373 +58,6 @@ async def db(target: str) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.aclose()
-
-
-@pytest.fixture
-async def pg(postgres_dsn: str) -> AsyncIterator[Database]:
-    reset_postgres(postgres_dsn)
-    database = await open_database(postgres_dsn)
-    try:
-        yield database
-    finally:
-        await database.aclose()
-
-
-async def make_notes(db: Database) -> None:
-    await db.execute(f"CREATE TABLE notes (id {db.auto_id}, text TEXT NOT NULL)")
-
-
-async def note_ids(db: Database) -> list[int]:
-    return [row[0] for row in await db.execute("SELECT id FROM notes ORDER BY id")]
-
-
-def long_query(db: Database) -> str:
-    """A statement that runs for many seconds unless it is interrupted."""
-    if db.kind == "postgresql":
-        return "SELECT pg_sleep(10)"
-    return (
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000)"
-        " SELECT count(*) FROM c"
-    )
-
-
-def wal_size(path: Path | str) -> int | None:
-    """The size of a SQLite database's write-ahead log; None when there is none."""
-    wal = Path(f"{path}-wal")
-    return wal.stat().st_size if wal.exists() else None
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-# --------------------------------------------------------------------------- targets
-
-
-@pytest.mark.parametrize(
-    ("given", "expected"),
-    [
-        ("app.db", ("sqlite", "app.db")),
-        ("/var/lib/app/app.db", ("sqlite", "/var/lib/app/app.db")),
-        ("sqlite:///data/app.db", ("sqlite", "data/app.db")),
-        ("sqlite:////var/lib/app.db", ("sqlite", "/var/lib/app.db")),
-        ("SQLite:///app.db", ("sqlite", "app.db")),
-        (":memory:", ("sqlite", ":memory:")),
-        ("sqlite://", ("sqlite", ":memory:")),
-        ("sqlite:///:memory:", ("sqlite", ":memory:")),
-        (Path("data") / "app.db", ("sqlite", "data/app.db")),
-        ("postgresql://u:p@db:5432/app", ("postgresql", "postgresql://u:p@db:5432/app")),
-        ("postgres://db/app", ("postgresql", "postgres://db/app")),
-        ("PostgreSQL://db/app", ("postgresql", "PostgreSQL://db/app")),
-    ],
-)
-def test_accepted_targets(given: object, expected: tuple[str, str]) -> None:
-    assert _parse_target(given) == expected
-
-
-@pytest.mark.parametrize(
-    ("given", "error", "message"),
-    [
-        ("", ValueError, rf"^open_database: target is empty; give {ACCEPTED}$"),
-        ("   ", ValueError, rf"^open_database: target is empty; give {ACCEPTED}$"),
-        (None, TypeError, rf"^open_database: target must be {ACCEPTED} \(got None\)$"),
-        (42, TypeError, rf"^open_database: target must be {ACCEPTED} \(got 42\)$"),
-        (b"app.db", TypeError, rf"^open_database: target must be {ACCEPTED} \(got b'app.db'\)$"),
-        (
-            "mysql://root:secret@db/app",
-            ValueError,
-            r"^open_database: unsupported database URL scheme 'mysql' in"
-            rf" 'mysql://root:\*\*\*@db/app'; give {ACCEPTED}$",
-        ),
-        (
-            "sqlite://server/app.db",
-            ValueError,
-            r"^open_database: SQLite URL 'sqlite://server/app.db' names no file; write"
-            r" 'sqlite:///relative/app.db' \(three slashes\) or 'sqlite:////absolute/app.db'"
-            r" \(four\), or 'sqlite:///:memory:'$",
-        ),
-        ("sqlite:///", ValueError, r"^open_database: SQLite URL 'sqlite:///' names no file"),
-        (
-            "host=db dbname=app password=secret",
-            ValueError,
-            r"^open_database: 'host=db dbname=app password=secret' looks like a libpq"
-            r" 'key=value' connection string; write it as a URL such as"
-            r" 'postgresql://user:password@host:5432/dbname'$",
-        ),
-    ],
-)
-async def test_bad_targets(given: Any, error: type[Exception], message: str) -> None:
-    with pytest.raises(error, match=message):
-        await open_database(given)
-
-
-async def test_a_missing_directory_is_named(tmp_path: Path) -> None:
-    path = tmp_path / "missing" / "app.db"
-    with pytest.raises(DatabaseError) as excinfo:
-        await open_database(path)
-    assert str(excinfo.value) == (
-        f"cannot open SQLite database {str(path)!r}: unable to open database file;"
-        f" the directory {str(path.parent)!r} does not exist; create it first"
-    )
-    assert isinstance(excinfo.value.__cause__, sqlite3.OperationalError)
-
-
-async def test_a_file_that_is_no_database_is_named(tmp_path: Path) -> None:
-    path = tmp_path / "notes.txt"
-    path.write_text("not a database, but long enough to hold a SQLite header" * 20)
-    with pytest.raises(
-        DatabaseError,
-        match=rf"^cannot open SQLite database {re.escape(repr(str(path)))}: file is not a"
-        r" database; check that it is a SQLite database file \(or a new name\) and that the"
-        r" directory is writable$",
-    ):
-        await open_database(path)
-
-
-async def test_an_unreachable_server_is_named_without_its_password() -> None:
-    dsn = f"postgresql://app:secret@127.0.0.1:{closed_port()}/app?connect_timeout=5"
-    redacted = dsn.replace(":secret@", ":***@")
-    with pytest.raises(DatabaseError) as excinfo:
-        await open_database(dsn)
-    message = str(excinfo.value)
-    assert message.startswith(f"cannot connect to PostgreSQL at {redacted!r}: ")
-    assert message.endswith(
-        "; check that the server runs and the DSN's host, port, user, password and database name"
-    )
-    assert "Connection refused" in message
-    assert "secret" not in message
-    assert isinstance(excinfo.value.__cause__, psycopg.OperationalError)
-
-
-async def test_a_dsn_without_psycopg_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "psycopg", None)
-    with pytest.raises(
-        ImportError,
-        match=r"^a PostgreSQL database needs psycopg 3, which is not installed; install the"
-        r" extra: pip install 'trio-supervise\[postgres\]'$",
-    ):
-        await open_database("postgresql://db/app")
-
-
-async def test_opening_postgres_is_cancellable() -> None:
-    # A server that accepts the connection and never answers: connect() would wait for
-    # its whole connect_timeout.
-    accepted: list[trio.SocketStream] = []
-    answered = trio.Event()
-
-    async def silent(stream: trio.SocketStream) -> None:
-        accepted.append(stream)
-        answered.set()
-        await trio.sleep_forever()
-
-    with trio.fail_after(FAIL_SAFE):
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(partial(trio.serve_tcp, silent, 0, host="127.0.0.1"))
-            port = listeners[0].socket.getsockname()[1]
-            dsn = f"postgresql://app@127.0.0.1:{port}/app?sslmode=disable&connect_timeout=60"
-            with trio.CancelScope() as scope:
-                async with trio.open_nursery() as inner:
-                    inner.start_soon(open_database, dsn)
-                    await answered.wait()
-                    cancelled_at = trio.current_time()
-                    scope.cancel()
-            assert scope.cancelled_caught
-            assert trio.current_time() - cancelled_at < 1.0
-            # The abandoned connect() ends when the server hangs up.
-            for stream in accepted:
-                await stream.aclose()
-            nursery.cancel_scope.cancel()
-
-
-async def test_a_connection_made_after_cancelling_the_open_is_closed() -> None:
-    go = threading.Event()
-    closed: list[object] = []
-    closed_event = threading.Event()
-    made = object()
-
-    def connect() -> object:
-        go.wait()
-        return made
-
-    def close(connection: object) -> None:
-        closed.append(connection)
-        closed_event.set()
-
-    with trio.fail_after(FAIL_SAFE):
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_open_connection, connect, close)
-                await trio.testing.wait_all_tasks_blocked()
-                scope.cancel()
-        assert scope.cancelled_caught
-        assert closed == []
-        go.set()  # the worker connects only now, after the open was given up
-        await trio.to_thread.run_sync(closed_event.wait, FAIL_SAFE)
-    assert closed == [made]
-
-
-async def test_a_worker_that_will_not_stop_makes_the_database_unusable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    db = await open_database(tmp_path / "app.db")
-    assert isinstance(db, SQLiteDatabase)
-    monkeypatch.setattr(database, "CANCEL_GRACE", 0.2)
-    monkeypatch.setattr(db, "_interrupt_sync", lambda timeout: None)  # deaf to interrupts
-    running = threading.Event()
-    release = threading.Event()
-
-    def block() -> bool:
-        running.set()
-        return release.wait(FAIL_SAFE)
-
-    # Test-only: a SQL function that blocks its worker thread until released.
-    db._connection.create_function("block", 0, block)
-    try:
-        with trio.fail_after(FAIL_SAFE):
-            with trio.CancelScope() as scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(db.execute, "SELECT block()")
-                    await trio.to_thread.run_sync(running.wait)
-                    scope.cancel()
-            assert scope.cancelled_caught
-        with pytest.raises(
-            DatabaseError,
-            match=rf"^execute\(\): the sqlite database {re.escape(repr(db.target))} is unusable:"
-            r" a cancelled call did not stop within 0.2 seconds and still holds the connection;"
-            r" open the database again$",
-        ):
-            await db.execute("SELECT 1")
-        await db.aclose()
-        assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
-            f"{db.target}: a cancelled call did not stop within 0.2 seconds; the database"
-            " refuses further calls",
-            f"{db.target}: not closing the connection, a cancelled call's thread still uses it",
-        ]
-    finally:
-        release.set()
-        # Closing while the released thread still steps its statement would crash sqlite3.
-        finished = db._stuck_worker_finished
-        if finished is not None:
-            await trio.to_thread.run_sync(finished.wait, FAIL_SAFE)
-        await trio.to_thread.run_sync(db._connection.close)
-
-
-# ------------------------------------------------------------------------------ SQLite
-
-
-async def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
-    path = tmp_path / "app.db"
-    async with await open_database(path) as db:
-        assert isinstance(db, SQLiteDatabase)
-        assert (db.kind, db.path, db.target) == ("sqlite", str(path), str(path))
-        assert await db.execute("PRAGMA journal_mode") == [("wal",)]
-        assert await db.execute("PRAGMA synchronous") == [(2,)]  # FULL
-        await make_notes(db)
-        await db.insert("INSERT INTO notes (text) VALUES (?)", ("a",))
-        assert wal_size(path) not in (None, 0)
-
-
-async def test_sqlite_url_and_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    async with await open_database("sqlite:///relative.db") as db:
-        await make_notes(db)
-    assert (tmp_path / "relative.db").exists()
-    async with await open_database(":memory:") as memory:
-        assert await memory.execute("PRAGMA journal_mode") == [("memory",)]
-        await make_notes(memory)
-        assert await memory.insert("INSERT INTO notes (text) VALUES (?)", ("m",)) == 1
-
-
-async def test_flush_checkpoints_the_wal_into_the_database_file(tmp_path: Path) -> None:
-    path = tmp_path / "app.db"
-    async with await open_database(path) as db:
-        await make_notes(db)
-        for n in range(20):
-            await db.insert("INSERT INTO notes (text) VALUES (?)", (f"note {n}",))
-        assert wal_size(path) not in (None, 0)
-        await db.flush()
-        assert wal_size(path) == 0
-        # The main file alone now holds every note.
-        shutil.copy(path, tmp_path / "copy.db")
-    async with await open_database(tmp_path / "copy.db") as copy:
-        assert await note_ids(copy) == list(range(1, 21))
-
-
-async def test_close_folds_the_wal_into_the_file_and_reopening_sees_everything(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "app.db"
-    db = await open_database(path)
-    await make_notes(db)
-    ids = [await db.insert("INSERT INTO notes (text) VALUES (?)", (f"n{n}",)) for n in range(5)]
-    await db.aclose()
-    assert wal_size(path) is None
-    async with await open_database(path) as again:
-        assert await note_ids(again) == ids == [1, 2, 3, 4, 5]
-        assert await again.execute("SELECT text FROM notes WHERE id = ?", (3,)) == [("n2",)]
-
-
-async def test_sqlite_cancelling_a_running_statement_interrupts_it(tmp_path: Path) -> None:
-    db = await open_database(tmp_path / "app.db")
-    assert isinstance(db, SQLiteDatabase)
-    running = threading.Event()
-    # Test-only: a SQL function tells the test that the statement has really started.
-    db._connection.create_function("running", 0, lambda: running.set())
-    try:
-        with trio.fail_after(FAIL_SAFE):
-            with trio.CancelScope() as scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(
-                        db.execute,
-                        "WITH RECURSIVE c(x) AS (SELECT running() UNION ALL SELECT 1 FROM c)"
-                        " SELECT count(*) FROM c",
-                    )
-                    await trio.to_thread.run_sync(running.wait)
-                    cancelled_at = trio.current_time()
-                    scope.cancel()
-            assert scope.cancelled_caught
-            assert trio.current_time() - cancelled_at < 1.0
-            assert await db.execute("SELECT 1") == [(1,)]
-    finally:
-        await db.aclose()
-
-
-async def test_closing_waits_for_the_call_in_flight_even_when_cancelled(tmp_path: Path) -> None:
-    path = tmp_path / "app.db"
-    db = await open_database(path)
-    await make_notes(db)
-    held = trio.Event()
-    release = trio.Event()
-
-    async def hold() -> None:
-        async with db.transaction() as tx:
-            await tx.insert("INSERT INTO notes (text) VALUES (?)", ("held",))
-            held.set()
-            await release.wait()
-
-    with trio.fail_after(FAIL_SAFE):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(hold)
-            await held.wait()
-            with trio.CancelScope() as scope:
-                async with trio.open_nursery() as inner:
-                    inner.start_soon(db.aclose)
-                    await trio.testing.wait_all_tasks_blocked()
-                    scope.cancel()  # aclose() gives up waiting for the transaction
-            assert scope.cancelled_caught
-            assert db.closed
-            assert wal_size(path) is not None  # still open: the transaction holds it
-            release.set()
-    # The transaction committed, then closed the connection on its way out.
-    assert wal_size(path) is None
-    async with await open_database(path) as again:
-        assert await again.execute("SELECT text FROM notes") == [("held",)]
-
-
-# --------------------------------------------------------------------- both databases
 
 
 async def test_insert_and_select(db: Database) -> None:
@@ -611,6 +221,9 @@ async def test_executescript_is_all_or_nothing(db: Database) -> None:
     assert await db.execute("SELECT x FROM a ORDER BY x") == [(1,), (2,)]
 
 
+# ---------------------------------------------------------------------------- migrations
+
+
 async def test_migrate_applies_each_statement_once(target: str) -> None:
     async with await open_database(target) as db:
         schema = [
@@ -659,6 +272,9 @@ async def test_a_failing_migration_applies_none_of_the_pending(db: Database) -> 
         await db.migrate(["CREATE TABLE a (x INTEGER)", "CREATE TABLEX b (x INTEGER)"])
     assert await db.migrate(["CREATE TABLE a (x INTEGER)"]) == 1
     assert await db.execute(f"SELECT version FROM {MIGRATIONS_TABLE}") == [(1,)]
+
+
+# ----------------------------------------------------------------- transactions, closing
 
 
 async def test_concurrent_writers_are_serialised(db: Database) -> None:
@@ -773,6 +389,7 @@ async def test_calls_after_close_raise(target: str) -> None:
         "executescript()": lambda: db.executescript("SELECT 1"),
         "migrate()": lambda: db.migrate(["SELECT 1"]),
         "flush()": lambda: db.flush(),
+        "ping()": lambda: db.ping(),
     }
     for what, call in calls.items():
         with pytest.raises(
@@ -832,7 +449,7 @@ async def test_open_and_close_are_logged_without_the_password(
     assert "secret" not in repr(db)
 
 
-# --------------------------------------------------------------------------- shutdown
+# ------------------------------------------------------------------------------ shutdown
 
 
 async def test_shutdown_hooks_are_in_the_flush_and_close_bands() -> None:
@@ -920,131 +537,48 @@ async def test_the_flush_hook_of_a_closed_database_does_nothing(tmp_path: Path) 
     ]
 
 
-# ------------------------------------------------------------------------- PostgreSQL
+# ------------------------------------------------------------------------- availability
+
+
+async def test_a_database_starts_available_and_a_ping_keeps_it(db: Database) -> None:
+    opened = db.availability
+    assert opened == DatabaseAvailability(True, "", opened.since)
+    assert opened.since <= trio.current_time()
+    await db.ping()
+    assert db.availability == opened  # no change, no new since
+
+
+async def test_monitor_pings_until_the_database_is_closed(target: str) -> None:
+    db = await open_database(target)
+    with trio.fail_after(FAIL_SAFE):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(db.monitor, 0.01))
+            assert await db.execute("SELECT 1") == [(1,)]
+            await db.aclose()
+        # It returned by itself once the database was closed.
+    assert db.availability.available is False
+    assert db.availability.reason == "the database is closed"
+    with pytest.raises(DatabaseClosedError, match=r"^ping\(\): the "):
+        await db.ping()
 
 
 @pytest.mark.parametrize(
-    ("sql", "expected"),
+    ("interval", "message"),
     [
-        ("SELECT ?", "SELECT %s"),
-        ("SELECT ?, ?", "SELECT %s, %s"),
-        ("SELECT '?', ?", "SELECT '?', %s"),
-        ("SELECT 'it''s ?', ?", "SELECT 'it''s ?', %s"),
-        ('SELECT "we?rd", ?', 'SELECT "we?rd", %s'),
-        ('SELECT "a""?", ?', 'SELECT "a""?", %s'),
-        ("SELECT E'\\' ?', ?", "SELECT E'\\' ?', %s"),
-        ("SELECT '\\', ?", "SELECT '\\', %s"),
-        ("SELECT $$ ? $$, $t$ ?$$ $t$, ?", "SELECT $$ ? $$, $t$ ?$$ $t$, %s"),
-        ("SELECT $1, a$b, ?", "SELECT $1, a$b, %s"),
-        ("SELECT 1 -- ?\n, ?", "SELECT 1 -- ?\n, %s"),
-        ("SELECT /* ? /* ? */ ? */ ?", "SELECT /* ? /* ? */ ? */ %s"),
-        ("SELECT 10 % 3, '5%', ?", "SELECT 10 %% 3, '5%%', %s"),
-        ("SELECT 'unterminated ?", "SELECT 'unterminated ?"),
+        (0, r"^monitor\(\): interval must be > 0 and finite \(got 0\)$"),
+        (-1.5, r"^monitor\(\): interval must be > 0 and finite \(got -1\.5\)$"),
+        (math.inf, r"^monitor\(\): interval must be > 0 and finite \(got inf\)$"),
+        (True, r"^monitor\(\): interval must be a finite number > 0 \(got True\)$"),
+        ("5", r"^monitor\(\): interval must be a finite number > 0 \(got '5'\)$"),
     ],
 )
-def test_question_marks_become_psycopg_placeholders(sql: str, expected: str) -> None:
-    assert _qmark_to_psycopg(sql) == expected
+async def test_monitor_refuses_a_bad_interval(interval: Any, message: str) -> None:
+    async with await open_database(":memory:") as db:
+        with pytest.raises(ValueError, match=message):
+            await db.monitor(interval)
 
 
-@pytest.mark.parametrize(
-    ("sql", "expected"),
-    [
-        ("INSERT INTO t (a) VALUES (?)", "INSERT INTO t (a) VALUES (?)\nRETURNING id"),
-        ("INSERT INTO t (a) VALUES (?) ;  \n", "INSERT INTO t (a) VALUES (?)\nRETURNING id"),
-        ("INSERT INTO t (a) VALUES (?); -- c", "INSERT INTO t (a) VALUES (?)\nRETURNING id"),
-        ("INSERT INTO t (a) -- c\nVALUES (?)", "INSERT INTO t (a) -- c\nVALUES (?)\nRETURNING id"),
-        (
-            "INSERT INTO t (a) VALUES ('returning')",
-            "INSERT INTO t (a) VALUES ('returning')\nRETURNING id",
-        ),
-        ("INSERT INTO t (a) VALUES (?) RETURNING a", "INSERT INTO t (a) VALUES (?) RETURNING a"),
-        (
-            "insert into t (returning_x) values (1)",
-            "insert into t (returning_x) values (1)\nRETURNING id",
-        ),
-    ],
-)
-def test_insert_appends_returning_on_postgres(sql: str, expected: str) -> None:
-    assert _with_returning(sql, "id") == expected
-
-
-async def test_postgres_quoting_forms_on_the_server(pg: Database) -> None:
-    rows = await pg.execute(
-        'SELECT E\'it\\\'s ?\', $$ ? $$, $tag$ 100% $tag$, "?".x, ? FROM (SELECT 1 AS x) AS "?"',
-        (5,),
-    )
-    assert rows == [("it's ?", " ? ", " 100% ", 1, 5)]
-
-
-async def test_postgres_cancel_stops_the_query_on_the_server(
-    pg: Database, postgres_dsn: str
-) -> None:
-    assert isinstance(pg, PostgresDatabase)
-    assert (pg.kind, pg.dsn) == ("postgresql", postgres_dsn)
-    [(pid,)] = await pg.execute("SELECT pg_backend_pid()")
-    activity = "SELECT state, query FROM pg_stat_activity WHERE pid = ?"
-    async with await open_database(postgres_dsn) as observer:
-        with trio.fail_after(FAIL_SAFE):
-            with trio.CancelScope() as scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(pg.execute, "SELECT pg_sleep(10)")
-                    while True:  # until the server runs it
-                        rows = await observer.execute(activity, (pid,))
-                        if rows == [("active", "SELECT pg_sleep(10)")]:
-                            break
-                        await trio.sleep(0.01)
-                    cancelled_at = trio.current_time()
-                    scope.cancel()
-            assert scope.cancelled_caught
-            # The call returned only once the server had stopped the query.
-            assert trio.current_time() - cancelled_at < 2.0
-            assert await observer.execute(activity, (pid,)) == [("idle", "SELECT pg_sleep(10)")]
-            assert await pg.execute("SELECT pg_backend_pid()") == [(pid,)]
-
-
-async def test_postgres_reconnects_after_losing_the_connection(
-    pg: Database, postgres_dsn: str
-) -> None:
-    await make_notes(pg)
-    [(pid,)] = await pg.execute("SELECT pg_backend_pid()")
-    async with await open_database(postgres_dsn) as admin:
-        assert await admin.execute("SELECT pg_terminate_backend(?)", (pid,)) == [(True,)]
-        with trio.fail_after(FAIL_SAFE):
-            while True:  # until the backend has gone
-                gone = "SELECT count(*) FROM pg_stat_activity WHERE pid = ?"
-                if await admin.execute(gone, (pid,)) == [(0,)]:
-                    break
-                await trio.sleep(0.01)
-    with pytest.raises(psycopg.OperationalError):
-        await pg.execute("SELECT 1")
-    note = await pg.insert("INSERT INTO notes (text) VALUES (?)", ("after",))
-    assert await pg.execute("SELECT text FROM notes WHERE id = ?", (note,)) == [("after",)]
-    [(new_pid,)] = await pg.execute("SELECT pg_backend_pid()")
-    assert new_pid != pid
-
-
-async def test_postgres_flush_needs_no_connection(pg: Database, postgres_dsn: str) -> None:
-    # Issue 10, item 5: with PostgreSQL down, the shutdown's flush hook reconnected first,
-    # failed, and the service exited 1, for a flush that has nothing to do on PostgreSQL.
-    await make_notes(pg)
-    [(pid, name)] = await pg.execute("SELECT pg_backend_pid(), current_database()")
-    other_database = postgres_dsn.rsplit("/", 1)[0] + "/postgres"
-    async with await open_database(other_database) as admin:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        try:
-            await admin.execute("SELECT pg_terminate_backend(?)", (pid,))
-            with pytest.raises(psycopg.OperationalError):
-                await pg.execute("SELECT 1")  # the loss is seen; a reconnect would fail now
-            await pg.flush()
-            [flush, close] = pg.shutdown_hooks()
-            await flush.fn()
-            await close.fn()  # and closing needs no server either
-        finally:
-            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-
-
-async def test_postgres_flush_is_a_no_op_that_waits_its_turn(pg: Database) -> None:
-    await make_notes(pg)
-    await pg.insert("INSERT INTO notes (text) VALUES (?)", ("x",))
-    await pg.flush()
-    assert await pg.execute("SELECT text FROM notes") == [("x",)]
+async def test_ping_inside_the_callers_transaction_is_refused(db: Database) -> None:
+    async with db.transaction():
+        with pytest.raises(DatabaseError, match=r"^ping\(\) was called inside `async with"):
+            await db.ping()

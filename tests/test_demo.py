@@ -21,6 +21,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +30,7 @@ import h11
 import httpx
 import pytest
 import trio
+from database_helpers import Proxy, server_port, through
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import CloseReason, ConnectionClosed, ConnectionRejected
 from websocket_client import open_client, open_unread_client
@@ -1916,3 +1918,140 @@ import trio, json
         "trio_supervise.integrations.http._helper",
         "trio_supervise._tree",
     ]
+
+
+# ------------------------------------------------------- the database unavailable: 503
+
+LOCKED = "the SQLite database is locked by another connection"
+
+
+async def stop_cleanly(demo: Demo) -> None:
+    """SIGTERM; the demo exits 0 with every step of its report ``ok``."""
+    demo.process.send_signal(signal.SIGTERM)
+    with trio.fail_after(FAIL_SAFE):
+        out = await demo.read_rest()
+        await demo.process.wait()
+    assert demo.process.returncode == 0, demo.stderr()
+    _, rows = report_rows(out)
+    assert set(rows.values()) == {"ok"}, rows
+
+
+async def ready(client: httpx.AsyncClient, base: str) -> bool:
+    return (await client.get(f"{base}/health/ready")).status_code == 200
+
+
+async def test_a_locked_sqlite_database_gets_503_and_reads_do_not_wait(tmp_path: Path) -> None:
+    # Issue 10, item 6: a write locked out for the busy timeout got 500 "internal error"
+    # (OperationalError), a read behind it waited 5.9 s, and readiness said 200.
+    path = tmp_path / "demo.db"
+    async with (
+        run_demo_process(tmp_path, str(path), "--drain-delay", "0") as demo,
+        http_client() as client,
+    ):
+        base = demo.base
+        created = await client.post(f"{base}/notes", json={"text": "before"})
+        assert created.status_code == 201
+        note_id = created.json()["id"]
+        other = sqlite3.connect(path, isolation_level=None)  # another process's writer
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            posted: list[httpx.Response] = []
+            read_seconds: list[float] = []
+            with trio.fail_after(FAIL_SAFE):
+                async with trio.open_nursery() as nursery:
+
+                    async def post() -> None:
+                        posted.append(await client.post(f"{base}/notes", json={"text": "no"}))
+
+                    nursery.start_soon(post)
+
+                    async def post_in_flight() -> bool:  # /tree counts itself
+                        return bool((await get_tree(client, base))["http_in_flight"] >= 2)
+
+                    await poll_until(post_in_flight)
+                    for _ in range(3):
+                        started = trio.current_time()
+                        read = await client.get(f"{base}/notes/{note_id}")
+                        read_seconds.append(trio.current_time() - started)
+                        assert (read.status_code, read.json()) == (
+                            200,
+                            {"id": note_id, "text": "before"},
+                        )
+                    assert posted == []  # the write still waits for the lock
+            [refused] = posted
+            assert refused.status_code == 503
+            assert refused.json() == {"error": f"database unavailable: {LOCKED}; retry later"}
+            assert refused.headers["retry-after"] == "5"
+            assert max(read_seconds) < 1.0, read_seconds
+            not_ready = await client.get(f"{base}/health/ready")
+            assert (not_ready.status_code, not_ready.json()) == (
+                503,
+                {"ready": False, "reason": f"database unavailable: {LOCKED}"},
+            )
+            assert not_ready.headers["cache-control"] == "no-store"
+            head = await client.head(f"{base}/health/ready")
+            assert (head.status_code, head.content) == (503, b"")
+            live = await client.get(f"{base}/health/live")
+            assert (live.status_code, live.json()) == (200, {"live": True})
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        # The database's monitor pings it every second: ready again without a request.
+        with trio.fail_after(FAIL_SAFE):
+            await poll_until(partial(ready, client, base))
+        again = await client.post(f"{base}/notes", json={"text": "after"})
+        assert again.status_code == 201
+        listing = await client.get(f"{base}/notes")
+        assert [note["text"] for note in listing.json()["notes"]] == ["before", "after"]
+        await stop_cleanly(demo)
+    assert "Traceback" not in demo.stderr()
+    assert f"unavailable: the SQLite database {str(path)!r} is locked" in demo.stderr()
+
+
+async def test_postgres_down_gets_503_and_readiness_says_why(
+    tmp_path: Path, postgres_database: str
+) -> None:
+    # Issue 10, item 6: with the server gone, every request was a 500 "internal error"
+    # and readiness said 200. The server is cut off behind a proxy: connections dropped,
+    # new ones refused.
+    unavailable = {
+        "database unavailable: lost the connection to the PostgreSQL server",
+        "database unavailable: cannot connect to the PostgreSQL server",
+    }
+    proxy = Proxy(server_port(postgres_database))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.run)
+        async with (
+            run_demo_process(
+                tmp_path, through(proxy, postgres_database), "--drain-delay", "0"
+            ) as demo,
+            http_client() as client,
+        ):
+            base = demo.base
+            assert (await client.post(f"{base}/notes", json={"text": "before"})).status_code == 201
+            proxy.down()
+            with trio.fail_after(FAIL_SAFE):
+                for request in (
+                    partial(client.post, f"{base}/notes", json={"text": "lost"}),
+                    partial(client.get, f"{base}/notes/1"),
+                    partial(client.get, f"{base}/notes"),
+                ):
+                    response = await request()
+                    assert response.status_code == 503, response.text
+                    error = response.json()["error"]
+                    assert error.removesuffix("; retry later") in unavailable, error
+                    assert response.headers["retry-after"] == "5"
+                not_ready = await client.get(f"{base}/health/ready")
+                assert not_ready.status_code == 503
+                assert not_ready.json()["ready"] is False
+                assert not_ready.json()["reason"] in unavailable
+                live = await client.get(f"{base}/health/live")
+                assert (live.status_code, live.json()) == (200, {"live": True})
+                await proxy.up()
+                await poll_until(partial(ready, client, base))
+            assert (await client.post(f"{base}/notes", json={"text": "after"})).status_code == 201
+            listing = await client.get(f"{base}/notes")
+            assert [note["text"] for note in listing.json()["notes"]] == ["before", "after"]
+            await stop_cleanly(demo)
+        proxy.stop()
+    assert "Traceback" not in demo.stderr()

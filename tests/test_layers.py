@@ -111,7 +111,10 @@ def test_the_graph_sees_the_layers_it_checks() -> None:
     assert "trio_supervise._tree" in graph["trio_supervise._run"]
     assert "trio_supervise._signals" in graph["trio_supervise._cli"]
     assert "trio_supervise._util" in graph["trio_supervise"]  # ``from . import _util``
-    assert "trio_supervise" in graph["trio_supervise.integrations.database"]  # ``from .. import``
+    database = "trio_supervise.integrations.database"
+    assert "trio_supervise" in graph[f"{database}._base"]  # ``from ... import Band``
+    assert f"{database}._threads" in graph[f"{database}._base"]  # ``from . import _threads``
+    assert f"{database}._sqlite" in graph[database]  # a package's ``from ._sqlite import``
     assert "trio_supervise.integrations.http" in graph["trio_supervise._demo"]
 
 

@@ -8,7 +8,8 @@ as a user's service would be:
 * ``WebSocketServer`` at ``/ws`` on its own port, greeting each client with
   ``{"type": "hello"}`` and broadcasting ``{"type": "note", "id": N}`` for each new note;
 * a database from ``open_database`` (SQLite file or PostgreSQL DSN) holding
-  ``notes(id INTEGER PRIMARY KEY, text TEXT NOT NULL)``;
+  ``notes(id INTEGER PRIMARY KEY, text TEXT NOT NULL)``, its ``monitor()`` running beside
+  the tree so that readiness follows the database's availability;
 * workers under nested supervisors, one of them crashing on purpose so that restarts show in
   ``/tree`` and ``/metrics``;
 * ``trio_supervise.serve()``, the async twin of ``run()``, for the signals, the exit code and
@@ -60,6 +61,12 @@ HTTP, which never reaches the app, gets hypercorn's own empty 400, 431 or 501):
   the open WebSocket connections.
 * Unknown paths get 404 (a trailing slash makes an unknown path), wrong methods 405, both
   as JSON; a WebSocket handshake on the HTTP port gets 404 naming the WebSocket URL.
+* A request the database cannot serve now (``DatabaseUnavailable``: PostgreSQL down or the
+  connection lost, SQLite locked by another process past its busy timeout) gets 503
+  ``{"error": "database unavailable: <reason>; retry later"}`` with ``Retry-After``; while
+  the database is unavailable (as its calls and a ping every ``DATABASE_PING_EVERY``
+  seconds find it) ``/health/ready`` answers 503 with ``"database unavailable: <reason>"``
+  and ``/health/live`` stays 200.
 
 WebSocket ``/ws``: ``{"type": "hello"}`` on connect, ``{"type": "note", "id": N}`` per new
 note, ``{"type": "server_shutdown"}`` and a close with 1001 at shutdown. A client may send
@@ -90,6 +97,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from trio_websocket import WebSocketConnection
 
@@ -108,12 +116,19 @@ from trio_supervise import (
     current_tree,
     serve,
 )
-from trio_supervise.integrations.database import Database, DatabaseError, open_database
-from trio_supervise.integrations.http import HTTPServer, health_app
+from trio_supervise.integrations.database import (
+    Database,
+    DatabaseError,
+    DatabaseUnavailable,
+    open_database,
+)
+from trio_supervise.integrations.http import READY_PATH, HTTPServer, health_app
 from trio_supervise.integrations.metrics import TreeMetrics
 from trio_supervise.integrations.websocket import WebSocketServer
 
 __all__ = [
+    "DATABASE_PING_EVERY",
+    "DATABASE_RETRY_AFTER",
     "MAX_BODY_BYTES",
     "MAX_NOTE_CHARS",
     "MAX_WORK_SECONDS",
@@ -143,6 +158,10 @@ BODY_TIMEOUT: Final = 10.0
 MAX_WORK_SECONDS: Final = 30.0
 #: Seconds the WebSocket server gives the notices and close handshakes at shutdown.
 WEBSOCKET_CLOSE_TIMEOUT: Final = 2.0
+#: Seconds a client is told to wait (``Retry-After``) when the database is unavailable.
+DATABASE_RETRY_AFTER: Final = 5
+#: Seconds between two pings of the database, which keep readiness current without traffic.
+DATABASE_PING_EVERY: Final = 1.0
 #: Seconds of the shutdown deadline kept for what follows the HTTP drain (the WebSocket
 #: goodbyes, the workers, the database's flush and close).
 SHUTDOWN_RESERVE: Final = WEBSOCKET_CLOSE_TIMEOUT + 1.0
@@ -648,8 +667,9 @@ class DemoService:
             greeting=HELLO,
             close_timeout=WEBSOCKET_CLOSE_TIMEOUT,
         )
+        self._health = health_app(self.app(), metrics=self.metrics, drain=self.drain)
         self.http = HTTPServer(
-            health_app(self.app(), metrics=self.metrics, drain=self.drain),
+            self._ready_with_database,
             host=config.host,
             port=config.port,
             drain=self.drain,
@@ -772,6 +792,7 @@ class DemoService:
             ],
             exception_handlers={
                 BadInput: self._on_bad_input,
+                DatabaseUnavailable: self._on_database_unavailable,
                 HTTPException: self._on_http_exception,
                 Exception: self._on_error,
             },
@@ -808,6 +829,39 @@ class DemoService:
         else:
             message = str(exc.detail)
         return _error(exc.status_code, message, exc.headers)
+
+    async def _on_database_unavailable(self, request: Request, exc: Exception) -> Response:
+        # Not the client's fault and not a bug: the database logs the outage once, with
+        # the driver's words; the client gets the reason without the DSN or the path.
+        assert isinstance(exc, DatabaseUnavailable)
+        return _error(
+            503,
+            f"database unavailable: {exc.reason}; retry later",
+            {"Retry-After": str(DATABASE_RETRY_AFTER)},
+        )
+
+    async def _ready_with_database(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # health_app's readiness knows the tree; the notes need the database too. Its
+        # reasons (starting, shutting down) come first.
+        availability = self.db.availability
+        if (
+            not availability.available
+            and scope["type"] == "http"
+            and scope.get("path") == READY_PATH
+            and scope.get("method") in ("GET", "HEAD")
+            and current_tree().health().ready
+        ):
+            reason = f"database unavailable: {availability.reason}"
+            response = JSONResponse(
+                {"ready": False, "reason": reason},
+                status_code=503,
+                headers={"Cache-Control": "no-store"},
+            )
+            if scope["method"] == "HEAD":
+                response.body = b""  # the Content-Length of the GET stays, as HEAD wants
+            await response(scope, receive, send)
+            return
+        await self._health(scope, receive, send)
 
     async def _on_error(self, request: Request, exc: Exception) -> Response:
         # Starlette logs nothing itself and re-raises after answering: hypercorn logs it.
@@ -952,11 +1006,16 @@ async def run_demo(config: DemoConfig, out: TextIO | None = None) -> int:
         return 0
     try:
         service = DemoService(config, db, out)
-        code = await serve(
-            service.spec(),
-            hooks=service.hooks(),
-            shutdown_deadline=config.shutdown_deadline,
-        )
+        async with trio.open_nursery() as nursery:
+            # Beside the tree, from the open to the close: readiness follows the database
+            # even when no request comes. It never raises for the database's state.
+            nursery.start_soon(db.monitor, DATABASE_PING_EVERY)
+            code = await serve(
+                service.spec(),
+                hooks=service.hooks(),
+                shutdown_deadline=config.shutdown_deadline,
+            )
+            nursery.cancel_scope.cancel(reason="the service has stopped")
     finally:
         # Closed by its shutdown hook already, unless the tree never ran it.
         with trio.CancelScope(shield=True):
