@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -12,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
 # ------------------------------------------------------------------ PostgreSQL test server
@@ -76,18 +78,103 @@ def _describe(result: subprocess.CompletedProcess[str], log: Path | None = None)
     return text
 
 
-@pytest.fixture(scope="session")
-def postgres_dsn() -> Iterator[str]:
-    """A DSN for a fresh database on a real PostgreSQL server started for this session.
+@attrs.define(eq=False)
+class PostgresServer:
+    """A real PostgreSQL server in a temporary directory, which a test may stop and start.
+
+    It listens on 127.0.0.1 at ``port`` (the same after a restart) with its Unix socket in
+    ``root``, trust authentication and ``fsync`` off: the tests need no crash safety.
+    """
+
+    bindir: Path
+    # runuser -u postgres -- when the tests run as root: the server refuses to run as root.
+    prefix: list[str]
+    root: Path
+    port: int = 0
+    running: bool = False
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "server.log"
+
+    @property
+    def url(self) -> str:
+        """The server's URL without a database."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}"
+
+    def _pg_ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return _run(
+            [*self.prefix, str(self.bindir / "pg_ctl"), "-D", str(self.data), *args], self.root
+        )
+
+    def init(self) -> None:
+        initdb = _run(
+            [
+                *self.prefix,
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
+            self.root,
+        )
+        if initdb.returncode != 0:
+            raise RuntimeError(f"initdb failed: {_describe(initdb)}")
+        # The port is free when picked but could be taken before the server binds it.
+        for _attempt in range(3):
+            self.port = _free_port()
+            started = self._start()
+            if self.running:
+                return
+            if "could not bind" not in self.log.read_text(errors="replace"):
+                break
+        raise RuntimeError(f"PostgreSQL did not start: {_describe(started, self.log)}")
+
+    def _start(self) -> subprocess.CompletedProcess[str]:
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -F"
+        started = self._pg_ctl("-l", str(self.log), "-w", "-t", "60", "-o", options, "start")
+        self.running = started.returncode == 0
+        return started
+
+    def start(self) -> None:
+        """Start the server again on its port; return once it takes connections."""
+        started = self._start()
+        if not self.running:
+            raise RuntimeError(f"PostgreSQL did not start: {_describe(started, self.log)}")
+
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m mode``: ``fast`` ends every session and refuses new ones."""
+        stop = self._pg_ctl("-m", mode, "-w", "-t", "60", "stop")
+        if stop.returncode != 0:
+            raise RuntimeError(f"PostgreSQL did not stop: {_describe(stop, self.log)}")
+        self.running = False
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name``; return its DSN."""
+        import psycopg
+
+        with psycopg.connect(f"{self.url}/postgres", autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {name}")
+        return f"{self.url}/{name}"
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    """A fresh, started ``PostgresServer``, stopped and removed at the end.
 
     The server runs from the installed binaries (``initdb``/``pg_ctl`` on PATH or in
-    ``/usr/lib/postgresql/*/bin``) in a temporary directory, as the ``postgres`` user when
-    the tests run as root, listening on 127.0.0.1 at a free port with its Unix socket in that
-    directory, with trust authentication and ``fsync`` off (the tests need no crash safety
-    from the server). It is stopped (``pg_ctl stop -m fast``) and its directory removed at
-    the end of the session. Without the binaries the tests that use it are skipped, with
-    the reason saying how to install them; once they exist, a server that fails to start
-    is an error, not a skip.
+    ``/usr/lib/postgresql/*/bin``), as the ``postgres`` user when the tests run as root.
+    Without the binaries the test is skipped, with the reason saying how to install them;
+    once they exist, a server that fails to start is an error, not a skip.
     """
     bindir = _postgres_bindir()
     if bindir is None:
@@ -111,56 +198,36 @@ def postgres_dsn() -> Iterator[str]:
                 f" PostgreSQL as {_POSTGRES_USER!r}; install util-linux"
             )
         prefix = [runuser, "-u", _POSTGRES_USER, "--"]
-    psycopg = pytest.importorskip(
+    pytest.importorskip(
         "psycopg", reason="psycopg is missing; install it with `pip install -e '.[test]'`"
     )
-
     # Not pytest's tmp_path: its parents are private to root, and the server's user must
     # reach its data directory.
     root = Path(tempfile.mkdtemp(prefix="trio-supervise-postgres-"))
     if owner is not None:
         os.chown(root, owner.pw_uid, owner.pw_gid)
-    data = root / "data"
-    log = root / "server.log"
-    pg_ctl = [*prefix, str(bindir / "pg_ctl"), "-D", str(data)]
-    started = False
+    server = PostgresServer(bindir, prefix, root)
     try:
-        initdb = _run(
-            [
-                *prefix,
-                str(bindir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--no-locale",
-                "--no-sync",
-            ],
-            root,
-        )
-        if initdb.returncode != 0:
-            raise RuntimeError(f"initdb failed: {_describe(initdb)}")
-        # The port is free when picked but could be taken before the server binds it.
-        for _attempt in range(3):
-            port = _free_port()
-            options = f"-h 127.0.0.1 -p {port} -k {root} -F"
-            start = _run([*pg_ctl, "-l", str(log), "-w", "-t", "60", "-o", options, "start"], root)
-            if start.returncode == 0:
-                started = True
-                break
-            if "could not bind" not in log.read_text(errors="replace"):
-                raise RuntimeError(f"PostgreSQL did not start: {_describe(start, log)}")
-        else:
-            raise RuntimeError(f"PostgreSQL found no free port: {_describe(start, log)}")
-        server = f"postgresql://postgres@127.0.0.1:{port}"
-        with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:
-            connection.execute(f"CREATE DATABASE {POSTGRES_TEST_DATABASE}")
-        yield f"{server}/{POSTGRES_TEST_DATABASE}"
+        server.init()
+        yield server
     finally:
-        if started:
-            stop = _run([*pg_ctl, "-m", "fast", "-w", "-t", "60", "stop"], root)
-            if stop.returncode != 0:
-                _run([*pg_ctl, "-m", "immediate", "-w", "stop"], root)
+        if server.running:
+            try:
+                server.stop()
+            except RuntimeError:
+                server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A DSN for a fresh database on a real PostgreSQL server started for this session."""
+    with postgres_server() as server:
+        yield server.create_database(POSTGRES_TEST_DATABASE)
+
+
+@pytest.fixture
+def own_postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test's own, for a test that stops and starts it."""
+    with postgres_server() as server:
+        yield server

@@ -15,6 +15,7 @@ from trio_supervise import (
     ChildSpec,
     ChildStartError,
     ChildState,
+    Event,
     EventKind,
     Restart,
     RestartIntensityExceeded,
@@ -311,6 +312,127 @@ async def test_backoff_jitter_uses_the_seeded_rng(autojump_clock: trio.testing.M
     assert waits[:5] == pytest.approx(expected)
     for n, wait in enumerate(waits[:5], start=1):
         assert backoff.base_delay(n) <= wait <= backoff.base_delay(n) * 1.5
+
+
+def restart_delays(history: list[Event], path: str) -> list[str]:
+    return [e.detail for e in history if e.kind is EventKind.RESTART_SCHEDULED and e.path == path]
+
+
+async def test_a_long_outage_costs_the_parent_one_restart_not_its_life(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Issue 10, item 4: a worker failing at once for the whole outage of its database. Its
+    # supervisor (3 / 5 s) gave up within 0.7 s; the root restarted it, and the fresh one
+    # started the worker's backoff over at 0.1 s; six times, and the root (5 / 30 s) gave
+    # up. The backoff's count now outlives the supervisor's restart.
+    outage_ends = 60.0
+    backoff = Backoff(jitter=0.0)  # the defaults: 0.1 s doubling up to 30 s
+
+    async def counter() -> None:
+        if trio.current_time() < outage_ends:
+            raise FakeCrash("database unavailable")
+        await trio.sleep_forever()
+
+    workers = SupervisorSpec(
+        "workers", [ChildSpec("counter", counter)], max_restarts=3, max_seconds=5, backoff=backoff
+    )
+    root = SupervisorSpec(
+        "app",
+        [workers, ChildSpec("http", sleeper())],
+        max_restarts=5,
+        max_seconds=30,
+        backoff=backoff,
+    )
+    async with supervisor_tree(root) as tree:
+        await trio.sleep(200)
+        assert tree.info("workers/counter").state is ChildState.RUNNING
+        assert tree.info("http").restarts == 0
+    gave_up = [(e.path, e.time) for e in tree.history if e.kind is EventKind.INTENSITY_EXCEEDED]
+    assert [path for path, _ in gave_up] == ["workers"]
+    assert gave_up[0][1] == pytest.approx(0.7)
+    # 0.1 + 0.2 + 0.4, then the restarted supervisor goes on from the 4th delay.
+    assert restart_delays(tree.history, "workers/counter") == [
+        "in 0.100s", "in 0.200s", "in 0.400s",
+        "in 0.800s", "in 1.600s", "in 3.200s", "in 6.400s", "in 12.800s", "in 25.600s",
+        "in 30.000s",
+    ]  # fmt: skip
+    restarted = [e.time for e in tree.history if e.kind is EventKind.RESTARTED]
+    # The root restarted the supervisor 0.1 s after it gave up; the worker is back 21.2 s
+    # after the outage, within the backoff's 30 s maximum.
+    assert restarted[-1] == pytest.approx(81.2)
+    assert [
+        e.time for e in tree.history if e.kind is EventKind.RESTARTED and e.path == "workers"
+    ] == [pytest.approx(0.8)]
+
+
+async def test_restart_child_of_a_supervisor_starts_its_children_backoff_over(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backoff = Backoff(initial=1.0, maximum=100.0, factor=10.0, jitter=0.0)
+    inner = SupervisorSpec(
+        "inner", [ChildSpec("w", crash_after(0.0))], max_restarts=100, backoff=backoff
+    )
+    async with supervisor_tree(SupervisorSpec("app", [inner], backoff=None)) as tree:
+        await trio.sleep(12)  # crashes at 0 (+1 s), 1 (+10 s), 11 (+100 s)
+        await tree.restart_child("inner")
+        await trio.sleep(0.5)
+    assert restart_delays(tree.history, "inner/w") == [
+        "in 1.000s", "in 10.000s", "in 100.000s", "in 1.000s"
+    ]  # fmt: skip
+
+
+async def test_a_new_supervisor_under_a_removed_ones_name_starts_its_backoff_over(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backoff = Backoff(initial=1.0, maximum=100.0, factor=10.0, jitter=0.0)
+    inner = SupervisorSpec(
+        "inner",
+        [ChildSpec("w", crash_after(0.0))],
+        max_restarts=1,
+        backoff=backoff,
+        restart=Restart.TEMPORARY,
+    )
+    async with supervisor_tree(SupervisorSpec("app", [], backoff=None)) as tree:
+        await tree.start_child(inner)
+        await trio.sleep(5)  # w crashes at 0 (+1 s) and 1: inner gives up and is removed
+        assert tree.children("") == []
+        await tree.start_child(inner)
+        await trio.sleep(0.5)
+    assert restart_delays(tree.history, "inner/w") == ["in 1.000s", "in 1.000s"]
+
+
+async def test_a_child_that_ran_long_enough_starts_its_backoff_over_in_a_new_supervisor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backoff = Backoff(initial=1.0, maximum=100.0, factor=10.0, jitter=0.0, reset_after=5.0)
+    runs = 0
+
+    async def fails_but_the_third_run() -> None:
+        nonlocal runs
+        runs += 1
+        if runs in (1, 2, 4):
+            raise FakeCrash(f"run {runs}")
+        await trio.sleep_forever()
+
+    async def breaks_its_supervisor() -> None:
+        await trio.sleep(20.0)
+        raise FakeCrash("the inner supervisor's third restart in its window")
+
+    inner = SupervisorSpec(
+        "inner",
+        [ChildSpec("w", fails_but_the_third_run), ChildSpec("once", breaks_its_supervisor)],
+        max_restarts=2,
+        max_seconds=100,
+        backoff=backoff,
+    )
+    async with supervisor_tree(SupervisorSpec("app", [inner], backoff=None)) as tree:
+        await trio.sleep(30)
+        assert tree.info("inner/w").state is ChildState.RUNNING
+    gave_up = [(e.path, e.time) for e in tree.history if e.kind is EventKind.INTENSITY_EXCEEDED]
+    assert gave_up == [("inner", 20.0)]
+    # w crashed at 0 (+1 s) and 1 (+10 s), then ran from 11 until the inner supervisor
+    # gave up at 20: past reset_after, so in the new supervisor its crash waits 1 s again.
+    assert restart_delays(tree.history, "inner/w") == ["in 1.000s", "in 10.000s", "in 1.000s"]
 
 
 async def test_three_level_escalation(autojump_clock: trio.testing.MockClock) -> None:

@@ -20,7 +20,7 @@ The tree::
 
     demo (one_for_one)
       startup    temporary: attaches the metrics, prints the ready line, returns
-      workers    (one_for_one)
+      workers    (one_for_one, backoff 1 s doubling to 5 s: rides out a database outage)
         notes-counter  counts the notes every few seconds and logs the count
         flaky          (one_for_one, backoff)
           worker       crashes every ``flaky_period`` seconds, on purpose
@@ -694,7 +694,15 @@ class DemoService:
             max_seconds=30,
             backoff=Backoff(initial=0.5, maximum=4.0, reset_after=10.0),
         )
-        workers = SupervisorSpec("workers", [ChildSpec("notes-counter", self._count_notes), flaky])
+        workers = SupervisorSpec(
+            "workers",
+            [ChildSpec("notes-counter", self._count_notes), flaky],
+            # The counter fails at once for as long as the database is down. Waits of 1, 2,
+            # 4, 5, 5... s: any 3 in a row add up to more than 5 s, so 4 restarts never fit
+            # in the 3 / 5 s intensity and an outage of any length is ridden out; the counter
+            # is back within 5.5 s (the maximum plus jitter) of the database.
+            backoff=Backoff(initial=1.0, maximum=5.0),
+        )
         return SupervisorSpec(
             "demo",
             [

@@ -90,6 +90,10 @@ class TreeShared:
     # those that raised something else as they stopped.
     shutdown_overran: list[str] = attrs.field(factory=list)
     shutdown_errors: list[str] = attrs.field(factory=list)
+    # The backoff's n of each static child of a supervisor that ended, by path, until its
+    # parent starts it again: the new instance takes them up, so that escalating to the
+    # parent never sends a child that keeps failing back to its shortest delay.
+    carried_backoff: dict[str, int] = attrs.field(factory=dict)
 
 
 @final
@@ -234,6 +238,10 @@ class Supervisor:
         }
         self.window = RestartWindow(spec.max_restarts, spec.max_seconds)
         self._reset_after = spec.backoff.reset_after if spec.backoff is not None else math.inf
+        carried = shared.carried_backoff
+        if carried:
+            for child in self.children.values():
+                child.consecutive = carried.pop(child.path, 0)
         self._inbox_send, self._inbox = trio.open_memory_channel[Any](math.inf)
         # True while the serve loop waits for a message and none has been posted since: the
         # state is then at rest, and an exit or a deletion may be applied synchronously,
@@ -348,6 +356,7 @@ class Supervisor:
                 self._inbox_send.close()
                 self._fail_calls()
         finally:
+            self._carry_backoff()
             # The nursery knows its task, whose context holds the tree: keeping it would
             # make the finished tree a reference cycle, left to the cyclic GC.
             self.nursery = None
@@ -356,6 +365,28 @@ class Supervisor:
             raise start_error
         if self.failure is not None:
             raise self.failure
+
+    def _carry_backoff(self) -> None:
+        """Leave the static children's backoff counts for the next instance (see TreeShared)."""
+        now = trio.current_time()
+        carried = self.shared.carried_backoff
+        for child_spec in self.spec.children:
+            child = self.children.get(child_spec.name)
+            if child is None or child.consecutive == 0:
+                continue
+            run = child.run
+            if run is not None and run.started:
+                ended = run.exited_at if run.exited else now
+                if ended - run.started_at >= self._reset_after:
+                    continue  # it ran long enough to start over
+            carried[child.path] = child.consecutive
+
+    def _forget_carried_backoff(self, child: Child) -> None:
+        carried = self.shared.carried_backoff
+        if carried and isinstance(child.spec, SupervisorSpec):
+            prefix = f"{child.path}/"
+            for path in [path for path in carried if path.startswith(prefix)]:
+                del carried[path]
 
     async def _serve(self) -> None:
         inbox = self._inbox
@@ -848,6 +879,7 @@ class Supervisor:
             return
         del self.children[child.spec.name]
         child.removed = True
+        self._forget_carried_backoff(child)  # a new child of that name starts clean
         if child.spec.significant:
             self._significant_removed += 1
         self.bus.emit(EventKind.REMOVED, child.path, child.restarts, detail=why)
@@ -1038,6 +1070,7 @@ class Supervisor:
         """Stop ``child`` if running (or drop its pending restart) and start it now."""
         self._current(child)
         await self.stop_children([child], StopCause.RESTART, "restart_child")
+        self._forget_carried_backoff(child)  # a restart on purpose starts clean all the way down
         child.terminated = False
         child.consecutive = 0
         child.restarts += 1
