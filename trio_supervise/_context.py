@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from contextvars import ContextVar
-from typing import final
+from typing import Protocol, final
 
 import attrs
 import trio
@@ -59,7 +59,16 @@ class ChildContext:
             self._stop_requested.set()
 
 
-_current: ContextVar[ChildContext] = ContextVar("trio_supervise.current_child")
+class ChildRun(Protocol):
+    """What the context variable holds: the child's run, which makes its ChildContext."""
+
+    @property
+    def path(self) -> str: ...
+
+    def child_context(self) -> ChildContext: ...
+
+
+_current: ContextVar[ChildRun] = ContextVar("trio_supervise.current_child")
 
 
 def current_child() -> ChildContext:
@@ -69,7 +78,7 @@ def current_child() -> ChildContext:
       RuntimeError: when called outside a supervised child (or a task it spawned).
     """
     try:
-        return _current.get()
+        return _current.get().child_context()
     except LookupError:
         raise RuntimeError(
             "current_child() was called outside a supervised child; call it from a"

@@ -101,7 +101,9 @@ class Run:
 
     owner: RunOwner
     spec: ChildSpec | SupervisorSpec
-    ctx: ChildContext
+    path: str
+    # The child's restarts when this run started.
+    restarts: int
     # True for a restart decided after an exit (not a first start or restart_child): such a
     # run is not counted as active while it starts.
     after_exit: bool = False
@@ -136,10 +138,25 @@ class Run:
     probe_scope: trio.CancelScope | None = None
     health: HealthStatus = HealthStatus.HEALTHY
     health_failures: int = 0
+    # True once the supervisor asked this run to stop (``stop_requested``).
+    asked: bool = False
+    # Made by the first current_child() of the run: most runs never call it, and a child's
+    # idle memory is what a large pool pays for.
+    _context: ChildContext | None = None
 
-    @property
-    def path(self) -> str:
-        return self.ctx.path
+    def child_context(self) -> ChildContext:
+        context = self._context
+        if context is None:
+            context = self._context = ChildContext(self.spec.name, self.path, self.restarts)
+            if self.asked:
+                context._request_stop()
+        return context
+
+    def request_stop(self) -> None:
+        """Set ``current_child().stop_requested`` for this run."""
+        self.asked = True
+        if self._context is not None:
+            self._context._request_stop()
 
     def mark_exited(self) -> None:
         self.exited = True
@@ -166,7 +183,7 @@ class Run:
         ``stop_requested`` is set; a nested supervisor gets a stop request; a plain function
         is cancelled at once (in Trio, cancellation is the polite request).
         """
-        self.ctx._request_stop()
+        self.request_stop()
         if self.nested is not None:
             assert self.cause is not None
             self.nested.request_stop(self.cause, self.stop_reason)
@@ -179,7 +196,7 @@ class Run:
     async def ask_service(self) -> None:
         """Await the service's ``stop()`` (in the caller's task, as the service's child)."""
         # stop() runs in the supervisor's task; let current_child() answer for the service.
-        token = _current.set(self.ctx)
+        token = _current.set(self)
         try:
             await self.service.stop()
         except Exception:
@@ -238,8 +255,12 @@ class StartChain:
         self.done.set()
 
 
-async def _take_turn(run: Run, chain: StartChain) -> bool:
-    """Wait for ``run``'s turn in ``chain``; False if the chain was aborted first.
+class _CutShort(BaseException):
+    """Raised in a run whose start chain was aborted before its turn: it never starts."""
+
+
+async def _take_turn(run: Run, chain: StartChain) -> None:
+    """Wait for ``run``'s turn in ``chain``; raise ``_CutShort`` if it was aborted first.
 
     No checkpoint when it is the run's turn already, so runs that Trio happens to run in
     order all start in one scheduler pass.
@@ -249,12 +270,34 @@ async def _take_turn(run: Run, chain: StartChain) -> bool:
     while chain.turn != index and not chain.aborted:
         await trio.lowlevel.cancel_shielded_checkpoint()
     if chain.aborted:
-        return False
+        raise _CutShort
     run.started = True
     chain.turn = index + 1
     if chain.turn == chain.count:
         chain.done.set()
-    return True
+
+
+def _work(run: Run, task_status: trio.TaskStatus[None]) -> Awaitable[object]:
+    """The coroutine of the run's work: the target's, a service's or a nested supervisor's."""
+    if run.nested is not None:
+        return run.nested.run(task_status=Starter(run, task_status))
+    spec = run.spec
+    assert isinstance(spec, ChildSpec)
+    if not spec.takes_task_status:
+        return spec.target(*spec.args)
+    if isinstance(spec.target, ServiceTarget):
+        return _run_service(run, spec, task_status)
+    return spec.target(*spec.args, task_status=Starter(run, task_status))
+
+
+def _only_errors_besides_cancelled(group: BaseExceptionGroup[BaseException]) -> bool:
+    """True when a nursery inside the child failed while being cancelled: keep its errors.
+
+    Cancellation is level-triggered, so an outer cancel still reaches the supervisor at its
+    next checkpoint.
+    """
+    _, rest = group.split(trio.Cancelled)
+    return rest is not None and rest.split(Exception)[1] is None
 
 
 async def run_task(run: Run, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -263,29 +306,22 @@ async def run_task(run: Run, task_status: trio.TaskStatus[None] = trio.TASK_STAT
     A plain target that its supervisor restarts in place (``RunOwner.run_exited`` returns
     the next run) runs again in this same task, each run in its own cancel scope.
     """
+    # This frame lives as long as the child: what it needs is made by helpers, and the
+    # scope is entered and left by hand (a ``with`` block keeps its bound ``__exit__`` on
+    # the frame's stack), so that it stays small: a large pool pays it per idle child.
     restarted = False
     while True:
-        spec = run.spec
-        _current.set(run.ctx)
+        _current.set(run)
         try:
-            with run.scope:
+            try:
+                run.scope.__enter__()
                 try:
-                    chain = run.start_chain
-                    if chain is not None and not await _take_turn(run, chain):
-                        return  # cut short before its turn: it never started
+                    if run.start_chain is not None:
+                        await _take_turn(run, run.start_chain)
                     if restarted:
                         # Let other tasks run between two runs of a crash loop.
                         await trio.lowlevel.checkpoint()
-                    if run.nested is not None:
-                        await run.nested.run(task_status=Starter(run, task_status))
-                    else:
-                        assert isinstance(spec, ChildSpec)
-                        if not spec.takes_task_status:
-                            await spec.target(*spec.args)
-                        elif isinstance(spec.target, ServiceTarget):
-                            await _run_service(run, spec, task_status)
-                        else:
-                            await spec.target(*spec.args, task_status=Starter(run, task_status))
+                    await _work(run, task_status)
                     if not run.started:
                         raise RuntimeError(
                             f"child {run.path!r} returned without calling task_status.started()"
@@ -294,16 +330,19 @@ async def run_task(run: Run, task_status: trio.TaskStatus[None] = trio.TASK_STAT
                     raise
                 except Exception as exc:
                     run.error = exc
-                except BaseExceptionGroup as group:
-                    # A nursery inside the child failed while being cancelled: keep the
-                    # child's own errors. Cancellation is level-triggered, so an outer
-                    # cancel still reaches the supervisor at its next checkpoint.
-                    _, rest = group.split(trio.Cancelled)
-                    if rest is None or rest.split(Exception)[1] is not None:
+                except BaseExceptionGroup as exc:
+                    if not _only_errors_besides_cancelled(exc):
                         raise
-                    run.error = group
-        finally:
-            run.mark_exited()
+                    run.error = exc
+            except BaseException as exc:
+                if not run.scope.__exit__(type(exc), exc, exc.__traceback__):
+                    raise
+            else:
+                run.scope.__exit__(None, None, None)
+            finally:
+                run.mark_exited()
+        except _CutShort:
+            return  # it never started
         if not run.started:
             task_status.started()  # the supervisor's nursery.start returns; it reads run.error
             return
@@ -450,7 +489,7 @@ class StopChain:
             if limit == 0:
                 run.cancel(run.stop_reason)
             else:
-                run.ctx._request_stop()
+                run.request_stop()
                 await run.ask_service()
             await run.wait_exited()
         if not run.exited:
@@ -522,7 +561,7 @@ class HealthFailure:
 async def probe(run: Run, health: HealthCheck, restarts: int) -> None:
     """Probe ``run`` every ``health.interval`` until it ends or fails ``threshold`` in a row."""
     assert run.probe_scope is not None
-    _current.set(run.ctx)
+    _current.set(run)
     path = run.path
     check = health.check
     if check is None:

@@ -36,7 +36,7 @@ import attrs
 import outcome
 import trio
 
-from ._context import ChildContext, ChildState
+from ._context import ChildState
 from ._errors import (
     ChildNotFoundError,
     ChildStartError,
@@ -552,7 +552,7 @@ class Supervisor:
                 child.stale_health = previous.health
             if isinstance(spec, SupervisorSpec):
                 self._forget_dynamic_children(previous, spec)
-        run = Run(self, spec, ChildContext(spec.name, child.path, child.restarts), after_exit)
+        run = Run(self, spec, child.path, child.restarts, after_exit)
         child.run = run
         child.state = ChildState.STARTING
         child.restart_due = None
@@ -678,7 +678,7 @@ class Supervisor:
         if unstopped and unstopped.get(path) is run:
             del unstopped[path]
         child = self._child_of(run)
-        restarts = run.ctx.restarts
+        restarts = run.restarts
         if child is not None:
             restarts = child.restarts
             if run.cause is not StopCause.RESTART:
@@ -930,7 +930,7 @@ class Supervisor:
         self.bus.emit(
             EventKind.STOP_TIMEOUT,
             run.path,
-            run.ctx.restarts,
+            run.restarts,
             detail=f"still running {timeout:g}s after it was asked to stop ({run.stop_reason})",
         )
         run.cancel(f"{run.stop_reason} (shutdown_timeout {timeout:g}s passed)")
@@ -1024,7 +1024,7 @@ class Supervisor:
             run.cause, run.stop_reason = StopCause.TERMINATE, "terminate_child"
             limit = self._begin_stop(run)
             if limit != 0:  # brutal kill: no asking
-                run.ctx._request_stop()
+                run.request_stop()
             run.cancel(run.stop_reason)
             op.deadline = stop_deadline(run, limit)
             wait = self._wait_scope
