@@ -107,6 +107,26 @@ async def test_stop_requested_is_set_before_the_cancellation(
     assert observed == [("cancelled", True, 2.0), ("finally", True, 2.5)]
 
 
+async def test_a_context_first_asked_for_after_the_stop_request_sees_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The context is made on the first current_child(): one made after the ask is set too.
+    observed: list[tuple[str, int, bool]] = []
+
+    async def worker() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            ctx = current_child()
+            observed.append((ctx.path, ctx.restarts, ctx.stop_requested.is_set()))
+
+    spec = SupervisorSpec("root", [ChildSpec("w", worker, shutdown_timeout=5.0)])
+    async with supervisor_tree(spec) as tree:
+        await tree.restart_child("w")
+        await tree.terminate_child("w")
+    assert observed == [("w", 0, True), ("w", 1, True)]
+
+
 async def test_stop_requested_lets_a_child_wind_down_by_itself(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
