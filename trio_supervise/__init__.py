@@ -10,6 +10,7 @@ from ._context import current_child as current_child
 from ._errors import ChildNotFoundError as ChildNotFoundError
 from ._errors import ChildStartError as ChildStartError
 from ._errors import HealthCheckFailed as HealthCheckFailed
+from ._errors import ProcessExited as ProcessExited
 from ._errors import RestartIntensityExceeded as RestartIntensityExceeded
 from ._errors import SpecError as SpecError
 from ._errors import SupervisionError as SupervisionError
@@ -18,6 +19,7 @@ from ._events import EventKind as EventKind
 from ._events import EventStream as EventStream
 from ._health import ChildHealth as ChildHealth
 from ._health import HealthReport as HealthReport
+from ._process_spec import Ready as Ready
 from ._run import HARD_EXIT_CODE as HARD_EXIT_CODE
 from ._run import HARD_EXIT_GRACE as HARD_EXIT_GRACE
 from ._run import run as run

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import signal
 from typing import final
 
 
@@ -101,3 +103,57 @@ class HealthCheckFailed(Exception):
     exception, ``False``/``UNHEALTHY`` or a timeout) is described in the message and, when
     the probe raised, is the ``__cause__``.
     """
+
+
+@final
+class ProcessExited(SupervisionError):
+    """A process child exited abnormally: a non-zero status, or a signal nobody sent it.
+
+    Attributes:
+      path: the child's path.
+      command: the argv it ran.
+      returncode: its exit status, or ``-N`` for a death by signal N (as ``subprocess``).
+      signal: the signal that killed it (a ``signal.Signals``), or None.
+      output_tail: its last lines of output, oldest first.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        command: tuple[str, ...],
+        returncode: int,
+        output_tail: tuple[str, ...],
+        *,
+        why: str = "",
+    ) -> None:
+        self.path = path
+        self.command = command
+        self.returncode = returncode
+        self.signal = _signal_of(returncode)
+        self.output_tail = output_tail
+        if why:
+            how = why
+        elif self.signal is not None:
+            how = f"was killed by {self.signal.name}"
+        else:
+            how = f"exited with status {returncode}"
+        message = f"process child {path!r} ({shlex.join(command)}) {how}"
+        if output_tail:
+            last = "\n".join(f"  | {line}" for line in output_tail[-_LINES_IN_MESSAGE:])
+            message += f"; its last output:\n{last}"
+        else:
+            message += "; it wrote no output"
+        super().__init__(message)
+
+
+#: How many of the last output lines a ProcessExited message shows.
+_LINES_IN_MESSAGE = 10
+
+
+def _signal_of(returncode: int) -> signal.Signals | None:
+    if returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode)
+    except ValueError:
+        return None

@@ -31,6 +31,8 @@ import trio
 from ._context import ChildContext, _current
 from ._errors import HealthCheckFailed
 from ._events import EventBus, EventKind, log
+from ._process import ProcessRun
+from ._process_spec import ProcessTarget
 from ._spec import (
     ChildSpec,
     HealthCheck,
@@ -287,6 +289,9 @@ def _work(run: Run, task_status: trio.TaskStatus[None]) -> Awaitable[object]:
         return spec.target(*spec.args)
     if isinstance(spec.target, ServiceTarget):
         return _run_service(run, spec, task_status)
+    if isinstance(spec.target, ProcessTarget):
+        run.service = process = ProcessRun(spec.target, run.path, run.restarts)
+        return process.run(task_status=Starter(run, task_status))
     return spec.target(*spec.args, task_status=Starter(run, task_status))
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import enum
 import inspect
 import math
+import os
 import random
+import signal
 import sys
 import types
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, final
 
 import attrs
@@ -21,6 +23,7 @@ import attrs
 from . import _checks
 from ._checks import describe as _describe
 from ._errors import SpecError
+from ._process_spec import ProcessTarget, Ready, process_target
 
 
 class Restart(enum.Enum):
@@ -288,7 +291,7 @@ class ChildSpec:
     def __attrs_post_init__(self) -> None:
         _check_name("ChildSpec", self.name)
         owner = f"ChildSpec {self.name!r}"
-        if not isinstance(self.target, ServiceTarget):
+        if not isinstance(self.target, ServiceTarget | ProcessTarget):
             _checks.async_function(owner, "target", self.target, error=SpecError)
         if not isinstance(self.args, tuple):
             raise SpecError(f"{owner}: args must be a tuple (got {self.args!r})")
@@ -305,13 +308,79 @@ class ChildSpec:
                 " ChildSpec.service with a check_health() method"
             )
         _check_significant(owner, self.significant, self.restart)
-        takes = isinstance(self.target, ServiceTarget) or _takes_task_status(self.target)
+        takes = isinstance(self.target, ServiceTarget | ProcessTarget) or _takes_task_status(
+            self.target
+        )
         object.__setattr__(self, "takes_task_status", takes)
 
     @property
     def is_service(self) -> bool:
         """True for a child built by ``ChildSpec.service``."""
         return isinstance(self.target, ServiceTarget)
+
+    @property
+    def is_process(self) -> bool:
+        """True for a child built by ``ChildSpec.process``."""
+        return isinstance(self.target, ProcessTarget)
+
+    @classmethod
+    def process(
+        cls,
+        name: str,
+        command: Sequence[str],
+        *,
+        restart: Restart = Restart.PERMANENT,
+        shutdown_timeout: float = 10.0,
+        stop_signal: int = signal.SIGTERM,
+        ready: Ready | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        pass_fds: Sequence[int] = (),
+        health: HealthCheck | None = None,
+        significant: bool = False,
+    ) -> ChildSpec:
+        """A child that runs ``command`` (argv, no shell) as an OS process, anew on every start.
+
+        Each run is a fresh process in a process group of its own, with ``TRIO_SUPERVISE_PATH``
+        and ``TRIO_SUPERVISE_RESTARTS`` (and ``env``) added to the supervisor's environment. It
+        has started once spawned, or when ``ready`` holds. Exit status 0 is a clean exit; any
+        other status, or a signal its supervisor did not send, is a crash (``ProcessExited``).
+        To stop it, ``stop_signal`` goes to its process group, and SIGKILL after
+        ``shutdown_timeout`` (at once for 0). Its output is logged through
+        ``trio_supervise.process`` and its last 100 lines kept.
+
+        Raises:
+          SpecError: as for ``ChildSpec``, and for an empty command, a program not found on
+            PATH, a bad ``env``, ``cwd``, ``pass_fds``, ``stop_signal`` or ``ready``.
+        """
+        _check_name("ChildSpec", name)
+        target = process_target(
+            name,
+            command,
+            stop_signal=stop_signal,
+            ready=ready,
+            env=env,
+            cwd=cwd,
+            pass_fds=pass_fds,
+        )
+        if shutdown_timeout is None:
+            raise SpecError(
+                f"ChildSpec {name!r}: a process child needs a finite shutdown_timeout (got"
+                " None): a process can always be killed, so give it the time it may take"
+            )
+        if health is not None and isinstance(health, HealthCheck) and health.check is None:
+            raise SpecError(
+                f"ChildSpec {name!r}: health has no check; give HealthCheck(check=...), or"
+                " Ready.notify(watchdog=...) for a process that sends WATCHDOG=1"
+            )
+        return cls(
+            name,
+            target,
+            restart=restart,
+            shutdown_timeout=shutdown_timeout,
+            health=health,
+            significant=significant,
+        )
 
     @classmethod
     def service(

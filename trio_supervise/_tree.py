@@ -23,6 +23,7 @@ from ._errors import (
 )
 from ._events import Event, EventBus, EventKind, EventStream, log
 from ._health import HealthReport, health_report, walk
+from ._process import ProcessRun
 from ._runner import StopCause
 from ._shutdown import Band, Shutdown, ShutdownHook, ShutdownReport
 from ._signals import SignalControls, watch_signals
@@ -66,6 +67,10 @@ class ChildInfo:
       restarts: how many times it has been restarted.
       last_error: the exception of its last abnormal exit, or None.
       started_at: ``trio.current_time()`` of its last start, or None before it started.
+      pid: a process child's pid while its process runs; None otherwise and for tasks.
+      output_tail: a process child's last lines of output (of its current or last run),
+        oldest first; empty for tasks.
+      status: a ``Ready.notify()`` process child's last ``STATUS=`` text, or None.
     """
 
     name: str
@@ -75,6 +80,9 @@ class ChildInfo:
     restarts: int
     last_error: BaseException | None
     started_at: float | None
+    pid: int | None = None
+    output_tail: tuple[str, ...] = ()
+    status: str | None = None
 
 
 @final
@@ -95,6 +103,17 @@ class ChildCounts:
 
 
 def _info(child: Child) -> ChildInfo:
+    process = child.run.service if child.run is not None else None
+    if not isinstance(process, ProcessRun):
+        return ChildInfo(
+            child.spec.name,
+            child.path,
+            child.kind,
+            child.state,
+            child.restarts,
+            child.last_error,
+            child.started_at,
+        )
     return ChildInfo(
         child.spec.name,
         child.path,
@@ -103,6 +122,9 @@ def _info(child: Child) -> ChildInfo:
         child.restarts,
         child.last_error,
         child.started_at,
+        process.running_pid,
+        tuple(process.tail),
+        process.status,
     )
 
 
