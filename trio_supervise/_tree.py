@@ -104,16 +104,10 @@ class ChildCounts:
 
 def _info(child: Child) -> ChildInfo:
     process = child.run.service if child.run is not None else None
-    if not isinstance(process, ProcessRun):
-        return ChildInfo(
-            child.spec.name,
-            child.path,
-            child.kind,
-            child.state,
-            child.restarts,
-            child.last_error,
-            child.started_at,
-        )
+    if isinstance(process, ProcessRun):
+        pid, tail, status = process.running_pid, tuple(process.tail), process.status
+    else:
+        pid, tail, status = None, (), None
     return ChildInfo(
         child.spec.name,
         child.path,
@@ -122,9 +116,9 @@ def _info(child: Child) -> ChildInfo:
         child.restarts,
         child.last_error,
         child.started_at,
-        process.running_pid,
-        tuple(process.tail),
-        process.status,
+        pid,
+        tail,
+        status,
     )
 
 
