@@ -1207,3 +1207,48 @@ def test_without_hypercorn_the_import_says_how_to_install_it() -> None:
         "trio_supervise.integrations.http needs hypercorn, which is not installed; install the"
         " extra: pip install 'trio-supervise[http]'\n"
     )
+
+
+# ------------------------------------------------------------------ an inherited socket
+
+
+async def test_a_server_on_an_inherited_socket_serves_it_and_leaves_it_open() -> None:
+    # The multi-core demo: a parent binds one port and passes the socket to its workers.
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"shared"})
+
+    with socket.create_server(("127.0.0.1", 0)) as shared:
+        port = shared.getsockname()[1]
+        server = HTTPServer(app, fd=shared.fileno())
+        spec = SupervisorSpec("root", [server.child_spec()])
+        async with open_client() as client:
+            with trio.fail_after(FAIL_SAFE):
+                async with supervisor_tree(spec, hooks=[server.shutdown_hook()]) as tree:
+                    assert server.bound == (f"http://127.0.0.1:{port}",)
+                    assert (await client.get(f"http://127.0.0.1:{port}/")).text == "shared"
+                    await tree.restart_child("http")
+                    assert (await client.get(f"http://127.0.0.1:{port}/")).text == "shared"
+        assert shared.fileno() != -1  # the server closed its own copies only
+        assert shared.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: (-1, None), "HTTPServer: fd must be >= 0 (got -1)"),
+        (lambda: (True, None), "HTTPServer: fd must be an int >= 0 (got True)"),
+        (lambda: (10_000, None), "HTTPServer: fd 10000 is not an open socket"),
+        (lambda: (None, socket.socket()), "is not a listening TCP socket; call listen()"),
+    ],
+)
+def test_a_bad_inherited_socket_is_refused(make: Any, message: str) -> None:
+    fd, sock = make()
+    try:
+        with pytest.raises(SpecError) as caught:
+            HTTPServer(health_app(), fd=sock.fileno() if sock is not None else fd)
+        assert message in str(caught.value)
+    finally:
+        if sock is not None:
+            sock.close()

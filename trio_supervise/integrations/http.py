@@ -70,6 +70,7 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import socket
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final, Protocol, cast, final
@@ -233,6 +234,27 @@ def _url(scheme: str, sock: socket.socket) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+def _check_listening_fd(fd: object) -> int | None:
+    if fd is None:
+        return None
+    checked = _checks.integer("HTTPServer", "fd", fd, at_least=0, error=SpecError)
+    try:
+        probe = socket.socket(fileno=os.dup(checked))
+    except OSError as exc:
+        raise SpecError(
+            f"HTTPServer: fd {checked} is not an open socket ({exc.strerror}); pass the"
+            " listening socket's fileno(), inherited through pass_fds"
+        ) from None
+    with probe:
+        listening = probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        if probe.type != socket.SOCK_STREAM or not listening:
+            raise SpecError(
+                f"HTTPServer: fd {checked} is not a listening TCP socket; call listen() on"
+                " it before passing it"
+            )
+    return checked
+
+
 def _bind_socket(host: str, port: int) -> socket.socket:
     # As hypercorn's own Config._create_sockets for host:port binds, but the socket is
     # closed if binding fails (no ResourceWarning) and the error names the address.
@@ -262,7 +284,13 @@ class _RunConfig(Config):
 
     def create_sockets(self) -> Sockets:
         run = self._ts_run
-        sock = _bind_socket(run.host, run.port)
+        if run.fd is not None:
+            # A copy per run: hypercorn closes its sockets when it stops accepting, and the
+            # inherited one must stay open for a restart (and for the sibling processes).
+            sock = socket.socket(fileno=os.dup(run.fd))
+            sock.setblocking(False)
+        else:
+            sock = _bind_socket(run.host, run.port)
         run.sockets.append(sock)
         if self.ssl_enabled:
             return Sockets([sock], [], [])
@@ -276,6 +304,8 @@ class _Run:
 
     host: str
     port: int
+    # An inherited listening socket to serve instead of binding host:port.
+    fd: int | None
     # Fired (set) to make hypercorn stop accepting and drain; each run has its own, so a
     # restart after a stop listens again.
     trigger: trio.Event = attrs.field(factory=trio.Event)
@@ -337,7 +367,7 @@ class _HTTPService:
 
     def __init__(self, server: HTTPServer) -> None:
         self._server = server
-        self._run = _Run(server.host, server._port)
+        self._run = _Run(server.host, server._port, server._fd)
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._server._serve(self._run, task_status)
@@ -380,6 +410,9 @@ class HTTPServer:
       body_timeout: seconds from a request's head to the end of its body; a client still
         sending then gets 408 (see "Slow clients" in the module docstring). The wait for
         the head is hypercorn's ``config.keep_alive_timeout`` (5 s by default).
+      fd: a listening TCP socket's file descriptor to serve instead of binding ``host`` and
+        ``port``: a worker process given one socket by its parent (``ChildSpec.process``'s
+        ``pass_fds``), so that several processes accept on one port.
 
     Raises:
       SpecError: for an app that is not an async callable, a bad host or port, a
@@ -400,10 +433,12 @@ class HTTPServer:
         config: Config | None = None,
         graceful_timeout: float | None = None,
         body_timeout: float = 60.0,
+        fd: int | None = None,
     ) -> None:
         _check_app("HTTPServer", "app", app)
         self.host = _check_host(host)
         self._port = _check_port(port)
+        self._fd = _check_listening_fd(fd)
         if drain is not None and not isinstance(drain, DrainDelay):
             raise SpecError(f"HTTPServer: drain must be a DrainDelay or None (got {drain!r})")
         _checks.number(
