@@ -44,6 +44,16 @@ def _port(text: str) -> int:
     return port
 
 
+def _workers(text: str) -> int:
+    try:
+        workers = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of processes: {text!r}") from None
+    if not 1 <= workers <= 64:
+        raise argparse.ArgumentTypeError(f"must be in [1, 64] (got {workers})")
+    return workers
+
+
 def _parse_seconds(text: str, *, positive: bool) -> float:
     try:
         seconds = float(text)
@@ -119,6 +129,22 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         help="read the --db value from this file, such as a mounted secret",
     )
     demo.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help=(
+            "HTTP worker processes sharing the HTTP port (default 1: HTTP served in this"
+            " process); the parent keeps WebSocket, the workers of the tree and --admin-port"
+        ),
+    )
+    demo.add_argument(
+        "--admin-port",
+        type=_port,
+        default=8002,
+        help="with --workers N > 1: the parent's /tree, /metrics and health (default 8002)",
+    )
+    demo.add_argument("--worker-fd", type=int, default=None, help=argparse.SUPPRESS)
+    demo.add_argument(
         "--drain-delay",
         type=_seconds,
         default=5.0,
@@ -175,10 +201,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             drain_delay=args.drain_delay,
             shutdown_deadline=args.shutdown_deadline,
             flaky_period=args.flaky_period,
+            workers=args.workers,
+            admin_port=args.admin_port,
+            worker_fd=args.worker_fd,
         )
     except ValueError as exc:
         demo_parser.error(str(exc))
-    demo.configure_logging(args.log_level, args.log_format)
+    if args.worker_fd is None:
+        demo.configure_logging(args.log_level, args.log_format)
+    else:
+        demo.configure_worker_logging(args.log_level, args.log_format)
     try:
         # As run() does: a signal between the demo's own handlers (while its database
         # opens) and serve()'s is recorded, not lost, and never kills the process mid-start;

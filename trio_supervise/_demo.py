@@ -83,6 +83,7 @@ import logging
 import math
 import re
 import signal
+import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
@@ -126,6 +127,8 @@ from trio_supervise.integrations.http import READY_PATH, HTTPServer, health_app
 from trio_supervise.integrations.metrics import TreeMetrics
 from trio_supervise.integrations.websocket import WebSocketServer
 
+from ._demo_workers import open_listener, workers_spec
+
 __all__ = [
     "DATABASE_PING_EVERY",
     "DATABASE_RETRY_AFTER",
@@ -139,6 +142,7 @@ __all__ = [
     "DemoStartError",
     "LogFormatter",
     "configure_logging",
+    "configure_worker_logging",
     "parse_note",
     "parse_note_id",
     "parse_seconds",
@@ -165,6 +169,14 @@ DATABASE_PING_EVERY: Final = 1.0
 #: Seconds of the shutdown deadline kept for what follows the HTTP drain (the WebSocket
 #: goodbyes, the workers, the database's flush and close).
 SHUTDOWN_RESERVE: Final = WEBSOCKET_CLOSE_TIMEOUT + 1.0
+
+#: The most HTTP worker processes ``--workers`` starts.
+MAX_WORKERS: Final = 64
+#: The largest ``n`` of ``GET /cpu``, and its default.
+MAX_CPU_N: Final = 10_000_000
+CPU_N: Final = 100_000
+#: Seconds between two looks of the parent of workers at the notes table.
+NOTE_FEED_EVERY: Final = 0.2
 
 HELLO: Final = '{"type": "hello"}'
 NOTICE: Final = '{"type": "server_shutdown"}'
@@ -227,6 +239,9 @@ class DemoConfig:
       shutdown_deadline: seconds the whole shutdown may take; must exceed ``drain_delay``.
       flaky_period: seconds the flaky worker runs before each crash.
       count_every: seconds between two counts of the notes.
+      workers: HTTP worker processes; 1 serves HTTP in this process (see ``_demo_workers``).
+      admin_port: with workers, the parent's own port for ``/tree``, ``/metrics`` and health.
+      worker_fd: set in a worker process: the listening socket it inherited.
 
     Raises:
       ValueError: a value out of range, naming the option and the rule.
@@ -240,6 +255,9 @@ class DemoConfig:
     shutdown_deadline: float = 20.0
     flaky_period: float = 3.0
     count_every: float = 10.0
+    workers: int = 1
+    admin_port: int = 8002
+    worker_fd: int | None = None
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host.strip():
@@ -252,6 +270,13 @@ class DemoConfig:
         _check_number("--shutdown-deadline", self.shutdown_deadline, low=0, allow_low=False)
         _check_number("--flaky-period", self.flaky_period, low=0, allow_low=False)
         _check_number("count_every", self.count_every, low=0, allow_low=False)
+        if not isinstance(self.workers, int) or not 1 <= self.workers <= MAX_WORKERS:
+            raise ValueError(f"--workers must be within [1, {MAX_WORKERS}] (got {self.workers!r})")
+        _check_port("--admin-port", self.admin_port)
+        if self.worker_fd is not None and (
+            not isinstance(self.worker_fd, int) or self.worker_fd < 0
+        ):
+            raise ValueError(f"--worker-fd must be a file descriptor (got {self.worker_fd!r})")
         if self.shutdown_deadline <= self.drain_delay:
             raise ValueError(
                 f"--shutdown-deadline ({self.shutdown_deadline:g}) must be longer than"
@@ -336,6 +361,21 @@ def configure_logging(
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(LogFormatter(style))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def configure_worker_logging(level: str = "INFO", style: str = "logfmt") -> None:
+    """A worker process's logging: below WARNING to stdout, the rest to stderr.
+
+    Its parent logs a process child's stdout at INFO and its stderr at WARNING, so each
+    line keeps its weight in the parent's log.
+    """
+    quiet = logging.StreamHandler(sys.stdout)
+    quiet.addFilter(lambda record: record.levelno < logging.WARNING)
+    loud = logging.StreamHandler(sys.stderr)
+    loud.setLevel(logging.WARNING)
+    for handler in (quiet, loud):
+        handler.setFormatter(LogFormatter(style))
+    logging.basicConfig(level=level.upper(), handlers=[quiet, loud], force=True)
 
 
 def _log(level: int, message: str, *args: object, kind: str) -> None:
@@ -625,6 +665,9 @@ def _node(tree: SupervisorTree, info: ChildInfo) -> dict[str, Any]:
             else f"{type(info.last_error).__name__}: {info.last_error}"
         ),
     }
+    if info.pid is not None or info.output_tail:  # a process child
+        node["pid"] = info.pid
+        node["status"] = info.status
     if info.kind == "supervisor":
         try:
             children = tree.children(info.path)
@@ -651,32 +694,50 @@ class DemoService:
       tree: the running tree; None until the startup child ran.
     """
 
-    def __init__(self, config: DemoConfig, db: Database, out: TextIO) -> None:
+    def __init__(
+        self,
+        config: DemoConfig,
+        db: Database,
+        out: TextIO,
+        listener: socket.socket | None = None,
+    ) -> None:
         self.config = config
         self.db = db
         self._out = out
-        self.drain = DrainDelay(config.drain_delay)
+        # With workers (see _demo_workers): the parent serves the shared listener through
+        # them, a worker serves the socket it inherited.
+        self._listener = listener
+        self.is_worker = config.worker_fd is not None
+        self.is_parent = listener is not None
+        # The parent's drain delay is its workers': they keep serving the HTTP port for it.
+        self.drain = DrainDelay(0.0 if self.is_parent else config.drain_delay)
         self.metrics = TreeMetrics()
-        self.websocket = WebSocketServer(
-            self._websocket_session,
-            host=config.host,
-            port=config.ws_port,
-            path=WS_PATH,
-            drain=self.drain,
-            notice=NOTICE,
-            greeting=HELLO,
-            close_timeout=WEBSOCKET_CLOSE_TIMEOUT,
+        self.websocket = (
+            None
+            if self.is_worker
+            else WebSocketServer(
+                self._websocket_session,
+                host=config.host,
+                port=config.ws_port,
+                path=WS_PATH,
+                drain=self.drain,
+                notice=NOTICE,
+                greeting=HELLO,
+                close_timeout=WEBSOCKET_CLOSE_TIMEOUT,
+            )
         )
-        self._health = health_app(self.app(), metrics=self.metrics, drain=self.drain)
+        app = self.admin_app() if self.is_parent else self.app()
+        self._health = health_app(app, metrics=self.metrics, drain=self.drain)
         self.http = HTTPServer(
             self._ready_with_database,
             host=config.host,
-            port=config.port,
+            port=config.admin_port if self.is_parent else config.port,
             drain=self.drain,
             graceful_timeout=config.graceful_timeout,
             # A note is at most MAX_BODY_BYTES: a client still sending one after this
             # long is stalled, not slow.
             body_timeout=BODY_TIMEOUT,
+            fd=config.worker_fd,
         )
         self.tree: SupervisorTree | None = None
         # The function that detaches the metrics; None until attached.
@@ -694,45 +755,73 @@ class DemoService:
             max_seconds=30,
             backoff=Backoff(initial=0.5, maximum=4.0, reset_after=10.0),
         )
+        startup = ChildSpec("startup", self._startup, restart=Restart.TEMPORARY)
+        if self.is_worker:
+            return SupervisorSpec("demo-worker", [startup, self.http.child_spec()])
+        background: list[ChildSpec | SupervisorSpec] = [
+            ChildSpec("notes-counter", self._count_notes),
+            flaky,
+        ]
+        if self.is_parent:
+            background.append(ChildSpec("note-feed", self._follow_notes))
         workers = SupervisorSpec(
             "workers",
-            [ChildSpec("notes-counter", self._count_notes), flaky],
+            background,
             # The counter fails at once for as long as the database is down. Waits of 1, 2,
             # 4, 5, 5... s: any 3 in a row add up to more than 5 s, so 4 restarts never fit
             # in the 3 / 5 s intensity and an outage of any length is ridden out; the counter
             # is back within 5.5 s (the maximum plus jitter) of the database.
             backoff=Backoff(initial=1.0, maximum=5.0),
         )
-        return SupervisorSpec(
-            "demo",
-            [
-                ChildSpec("startup", self._startup, restart=Restart.TEMPORARY),
-                workers,
-                self.websocket.child_spec(),
-                self.http.child_spec(),
-            ],
-            max_restarts=5,
-            max_seconds=30,
-        )
+        assert self.websocket is not None
+        children: list[ChildSpec | SupervisorSpec] = [
+            startup,
+            workers,
+            self.websocket.child_spec(),
+            self.http.child_spec("admin" if self.is_parent else "http"),
+        ]
+        if self._listener is not None:
+            config = self.config
+            children.append(
+                workers_spec(
+                    config.workers,
+                    self._listener,
+                    db=config.db,
+                    host=config.host,
+                    drain_delay=config.drain_delay,
+                    shutdown_deadline=config.shutdown_deadline,
+                )
+            )
+        return SupervisorSpec("demo", children, max_restarts=5, max_seconds=30)
 
     def hooks(self) -> list[ShutdownHook]:
         """The shutdown's hooks, besides the built-in ``"supervisor"`` (band DRAIN)."""
-        return [
-            self.drain.hook,
-            self.http.shutdown_hook(),
-            self.websocket.shutdown_hook(),
-            *self.db.shutdown_hooks(),
-        ]
+        name = "admin: stop accepting" if self.is_parent else "http: stop accepting"
+        hooks = [self.drain.hook, self.http.shutdown_hook(name)]
+        if self.websocket is not None:
+            hooks.append(self.websocket.shutdown_hook())
+        return [*hooks, *self.db.shutdown_hooks()]
 
     @property
     def ws_url(self) -> str:
-        """``ws://HOST:PORT/ws`` with the bound port."""
+        """``ws://HOST:PORT/ws`` with the bound port (a worker's is its parent's)."""
         host = self.config.host
         ws_host = f"[{host.strip('[]')}]" if ":" in host else host
-        return f"ws://{ws_host}:{self.websocket.port}{WS_PATH}"
+        port = self.websocket.port if self.websocket is not None else self.config.ws_port
+        return f"ws://{ws_host}:{port}{WS_PATH}"
 
     def ready_line(self) -> str:
-        """``ready http=http://HOST:PORT ws=ws://HOST:PORT/ws`` with the bound ports."""
+        """``ready http=http://HOST:PORT ws=ws://HOST:PORT/ws`` with the bound ports.
+
+        The parent of workers adds ``admin=http://HOST:PORT`` (its own ``/tree``,
+        ``/metrics`` and health); a worker says ``worker ready http=...``.
+        """
+        if self.is_worker:
+            return f"worker ready http={self.http.bound[0]}"
+        if self._listener is not None:
+            host, port = self._listener.getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            return f"ready http=http://{shown}:{port} ws={self.ws_url} admin={self.http.bound[0]}"
         return f"ready http={self.http.bound[0]} ws={self.ws_url}"
 
     async def _startup(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -756,6 +845,17 @@ class DemoService:
             [(count,)] = await self.db.execute("SELECT count(*) FROM notes")
             _log(logging.INFO, "%d note(s) stored", count, kind="NOTES_COUNT")
             await trio.sleep(self.config.count_every)
+
+    async def _follow_notes(self) -> None:
+        # The parent of workers: the notes are stored by the workers, so the WebSocket
+        # news come from the table itself.
+        [(last,)] = await self.db.execute("SELECT coalesce(max(id), 0) FROM notes")
+        while True:
+            await trio.sleep(NOTE_FEED_EVERY)
+            rows = await self.db.execute("SELECT id FROM notes WHERE id > ? ORDER BY id", (last,))
+            for (note_id,) in rows:
+                await self._broadcast_note(note_id)
+                last = note_id
 
     async def _flaky_worker(self) -> None:
         await trio.sleep(self.config.flaky_period)
@@ -784,7 +884,9 @@ class DemoService:
     async def _broadcast_note(self, note_id: int) -> None:
         # Returns at once, whatever the clients do: the note is queued for each one, and a
         # client that does not read is dropped (1008), never waited for by this request.
-        await self.websocket.broadcast(json.dumps({"type": "note", "id": note_id}))
+        # A worker has no WebSocket server: its parent's note-feed sends the news.
+        if self.websocket is not None:
+            await self.websocket.broadcast(json.dumps({"type": "note", "id": note_id}))
 
     # ------------------------------------------------------------------------------ HTTP
 
@@ -795,6 +897,7 @@ class DemoService:
                 Route("/notes", self._notes, methods=["GET", "POST"]),
                 Route("/notes/{note_id}", self._get_note, methods=["GET"]),
                 Route("/work", self._work, methods=["GET"]),
+                Route("/cpu", self._cpu, methods=["GET"]),
                 Route("/tree", self._tree, methods=["GET"]),
                 WebSocketRoute("/{path:path}", self._websocket_elsewhere),
             ],
@@ -807,6 +910,18 @@ class DemoService:
         )
         # A path with a trailing slash is an unknown path (404 JSON), not a 307 to the
         # other spelling, built from the client's Host header, with an empty body.
+        app.router.redirect_slashes = False
+        return app
+
+    def admin_app(self) -> Starlette:
+        """The parent of workers' own app: ``/tree`` (``health_app`` adds the probes)."""
+        app = Starlette(
+            routes=[Route("/tree", self._tree, methods=["GET"])],
+            exception_handlers={
+                HTTPException: self._on_http_exception,
+                Exception: self._on_error,
+            },
+        )
         app.router.redirect_slashes = False
         return app
 
@@ -917,6 +1032,14 @@ class DemoService:
         await trio.sleep(seconds)
         return JSONResponse({"slept": seconds})
 
+    async def _cpu(self, request: Request) -> Response:
+        # CPU-bound on purpose (pure Python holds the GIL): what --workers spreads over cores.
+        n = _one_integer(request.query_params.getlist("n"), "n", 1, MAX_CPU_N, CPU_N)
+        total = 0
+        for i in range(n):
+            total += i * i % 7
+        return JSONResponse({"n": n, "sum": total})
+
     async def _tree(self, request: Request) -> Response:
         tree = current_tree()
         health = tree.health()
@@ -930,7 +1053,9 @@ class DemoService:
                 },
                 "shutting_down": tree.shutting_down,
                 "http_in_flight": self.http.in_flight,
-                "websocket_connections": len(self.websocket.connections),
+                "websocket_connections": (
+                    len(self.websocket.connections) if self.websocket is not None else 0
+                ),
             }
         )
 
@@ -1012,8 +1137,18 @@ async def run_demo(config: DemoConfig, out: TextIO | None = None) -> int:
     db = await _open_unless_stopped(config.db)
     if db is None:
         return 0
+    listener = None
+    if config.workers > 1:
+        try:
+            listener = open_listener(config.host, config.port)
+        except OSError as exc:
+            with trio.CancelScope(shield=True):
+                await db.aclose()
+            raise DemoStartError(
+                f"--port: cannot listen on {config.host}:{config.port}: {exc}"
+            ) from exc
     try:
-        service = DemoService(config, db, out)
+        service = DemoService(config, db, out, listener)
         async with trio.open_nursery() as nursery:
             # Beside the tree, from the open to the close: readiness follows the database
             # even when no request comes. It never raises for the database's state.
@@ -1025,6 +1160,8 @@ async def run_demo(config: DemoConfig, out: TextIO | None = None) -> int:
             )
             nursery.cancel_scope.cancel(reason="the service has stopped")
     finally:
+        if listener is not None:
+            listener.close()
         # Closed by its shutdown hook already, unless the tree never ran it.
         with trio.CancelScope(shield=True):
             await db.aclose()
