@@ -81,6 +81,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import signal
 import socket
@@ -1038,7 +1039,7 @@ class DemoService:
         total = 0
         for i in range(n):
             total += i * i % 7
-        return JSONResponse({"n": n, "sum": total})
+        return JSONResponse({"n": n, "sum": total, "pid": os.getpid()})
 
     async def _tree(self, request: Request) -> Response:
         tree = current_tree()
