@@ -31,6 +31,7 @@ from benchmarks import (
     bench_core,
     bench_http,
     bench_memory,
+    bench_multicore,
     bench_restart,
     bench_scaling,
     bench_shutdown,
@@ -38,7 +39,16 @@ from benchmarks import (
 )
 from benchmarks._common import QUICK, Config, Reporter
 
-BENCHMARKS = ("start_stop", "restart", "memory", "scaling", "shutdown", "http", "core")
+BENCHMARKS = (
+    "start_stop",
+    "restart",
+    "memory",
+    "scaling",
+    "shutdown",
+    "http",
+    "core",
+    "multicore",
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -106,6 +116,8 @@ def main(argv: Sequence[str] | None = None, reporter: Reporter | None = None) ->
             bench_http.run(config, r)
         if "core" in selected:
             bench_core.run(config, r)
+        if "multicore" in selected:
+            bench_multicore.run(config, r)
     finally:
         if gc_was_enabled:
             gc.enable()
