@@ -768,11 +768,15 @@ async def traced_steps(run: Callable[[], Awaitable[None]]) -> int:
         steps += 1
         return tracer
 
+    # The cyclic collector would run other tests' finalizers (a Popen's __del__) inside.
+    gc.collect()
+    gc.disable()
     sys.settrace(tracer)
     try:
         await run()
     finally:
         sys.settrace(None)
+        gc.enable()
     return steps
 
 

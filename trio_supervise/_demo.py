@@ -27,6 +27,10 @@ The tree::
       websocket  WebSocketServer
       http       HTTPServer
 
+With ``--workers N`` (N > 1) HTTP is served by N worker processes instead, and ``http`` is
+their supervisor; the parent's own ``/tree``, ``/metrics`` and health move to ``--admin-port``
+(see ``_demo_workers``).
+
 Shutdown (SIGTERM or Ctrl+C), band by band: the drain delay (``/health/ready`` answers 503,
 everything is still served), then HTTP and WebSocket stop accepting; the ``"supervisor"``
 hook stops the children in reverse start order: ``http`` (the requests in flight finish,
@@ -56,6 +60,8 @@ HTTP, which never reaches the app, gets hypercorn's own empty 400, 431 or 501):
   that is not a positive integer.
 * ``GET /work?seconds=S``: sleeps S seconds (a decimal number, 0 <= S <= ``MAX_WORK_SECONDS``),
   then 200 ``{"slept": S}``; 422 for a missing or bad ``seconds``.
+* ``GET /cpu?n=N``: pure Python that holds the GIL (``n`` steps, default ``CPU_N``, at most
+  ``MAX_CPU_N``), then 200 ``{"n", "sum", "pid"}``: the load ``--workers`` spreads over cores.
 * ``GET /tree``: the live tree (name, path, kind, state, restarts, last error, children),
   the health, whether the shutdown runs, the HTTP requests in flight (this one included) and
   the open WebSocket connections.

@@ -31,7 +31,8 @@ from typing import Final
 
 from trio_supervise import Backoff, ChildSpec, Ready, SupervisorSpec
 
-from ._cli import DB_ENV
+#: Where a worker finds the DSN: the variable ``trio-supervise demo`` reads without ``--db``.
+DB_ENV: Final = "DATABASE_URL"
 
 #: Seconds of the parent's deadline kept for what follows the workers' drain.
 PARENT_RESERVE: Final = 3.0
