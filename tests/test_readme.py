@@ -21,7 +21,7 @@ def test_every_python_example_of_the_readme_runs(
     # Not "__main__": the blocks that start a service for good stay defined, not started.
     document.namespace["__name__"] = "readme"
     examples = list(document)
-    assert len(examples) == 10
+    assert len(examples) == 11
     for example in examples:
         example.evaluate()
     out = capsys.readouterr().out
@@ -29,6 +29,7 @@ def test_every_python_example_of_the_readme_runs(
     assert "report sent" in out
     assert "[(1, 'hello')]" in out
     assert "HTTP/1.0 200 OK" in out
+    assert "served by " in out
     # The testing example is a test itself: run it as pytest-trio would.
     clock = trio.testing.MockClock(autojump_threshold=0)
     trio.run(document.namespace["test_restarts"], clock, clock=clock)
