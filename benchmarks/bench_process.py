@@ -52,8 +52,10 @@ the orphans (the floor's and the peers' survivors) are reaped by it.
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import ctypes
+import math
 import os
 import select
 import shlex
@@ -69,6 +71,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+import trio_supervise
 from benchmarks._common import Config, Reporter, median, ratio
 from benchmarks._process_parents import program_commands
 
@@ -99,12 +102,20 @@ class Sizes:
     idle_seconds: float = 3.0
     kill_timeout: float = 1.0
     survivor_wait: float = 1.5
+    #: Pause after a start or a restart before the next measurement.
+    settle: float = 0.3
     peers: bool = True
 
 
 FULL_SIZES: Final = Sizes()
 QUICK_SIZES: Final = Sizes(
-    programs=5, reps=1, idle_seconds=0.2, kill_timeout=0.2, survivor_wait=0.5, peers=False
+    programs=5,
+    reps=1,
+    idle_seconds=0.2,
+    kill_timeout=0.2,
+    survivor_wait=0.5,
+    settle=0.05,
+    peers=False,
 )
 
 
@@ -545,7 +556,7 @@ class Samples:
 
 def one_repetition(bench: Bench, who: str, rep: int, samples: Samples) -> None:
     sizes = bench.sizes
-    settle = min(0.3, sizes.idle_seconds)
+    settle = sizes.settle
     with lifetime(bench, who, "plain") as life:
         samples.start.append(life.start())
         time.sleep(settle)
@@ -570,24 +581,37 @@ def one_repetition(bench: Bench, who: str, rep: int, samples: Samples) -> None:
         samples.survivors.append(life.survivors_of_sigkill(sizes.survivor_wait))
 
 
-def stage_uss(bench: Bench) -> dict[str, float]:
-    """USS of our supervising process stopped at each stage (``_process_parents.py stage``)."""
-    found: dict[str, float] = {}
-    for stage in STAGES:
-        bench.reports.drain()
-        popen = subprocess.Popen(
-            [sys.executable, PARENTS, "stage", stage, bench.reports.path],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            env=bench.env(),
-        )
-        try:
-            bench.reports.until(lambda fields: fields[:1] == ["stage"], f"stage {stage}")
-            time.sleep(0.1)
-            found[stage] = uss_mib(popen.pid)
-        finally:
-            popen.kill()
-            popen.wait()
+@dataclass
+class Stage:
+    """Our supervising process stopped at one stage: its USS and how long it took to get there."""
+
+    uss: list[float] = field(default_factory=list)
+    start: list[float] = field(default_factory=list)
+
+
+def measure_stages(bench: Bench, reps: int) -> dict[str, Stage]:
+    """Each stage of ``_process_parents.py stage``, ``reps`` times."""
+    found = {stage: Stage() for stage in STAGES}
+    for _ in range(reps):
+        for stage in STAGES:
+            bench.reports.drain()
+            started = time.perf_counter()
+            popen = subprocess.Popen(
+                [sys.executable, PARENTS, "stage", stage, bench.reports.path],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                env=bench.env(),
+            )
+            try:
+                reported = bench.reports.until(
+                    lambda fields: fields[:1] == ["stage"], f"stage {stage}"
+                )
+                found[stage].start.append(reported - started)
+                time.sleep(0.05)
+                found[stage].uss.append(uss_mib(popen.pid))
+            finally:
+                popen.kill()
+                popen.wait()
     return found
 
 
@@ -597,6 +621,10 @@ def run(config: Config, reporter: Reporter) -> None:
     reps = max(1, min(config.reps, sizes.reps))
     r = reporter
     make_subreaper()
+    # As pip does when it installs a package (and as the peers' were): without the bytecode,
+    # every start of our supervising process would compile trio_supervise anew (about 40 ms
+    # here, where PYTHONDONTWRITEBYTECODE is set and an editable install never writes it).
+    compileall.compile_dir(str(Path(trio_supervise.__file__).parent), quiet=1)
     peers = peers_bin(r) if sizes.peers else None
     if not sizes.peers:
         r.comment("process: --quick runs the floor and trio_supervise only (no peers)")
@@ -621,7 +649,7 @@ def run(config: Config, reporter: Reporter) -> None:
                             raise
                         r.comment(f"process: {who} failed ({exc}); its column is skipped")
                         del samples[who]
-            stages = stage_uss(bench)
+            stages = measure_stages(bench, reps)
         finally:
             sweep(token)
             reports.close()
@@ -629,7 +657,7 @@ def run(config: Config, reporter: Reporter) -> None:
 
 
 def report(
-    r: Reporter, sizes: Sizes, samples: dict[str, Samples], stages: dict[str, float]
+    r: Reporter, sizes: Sizes, samples: dict[str, Samples], stages: dict[str, Stage]
 ) -> None:
     n = sizes.programs
     ms = 1000.0
@@ -661,17 +689,31 @@ def report(
     ours = samples[SUPERVISE]
     if ours.guardian_uss:
         r.metric(f"process_uss_{n}_guardian_MiB_median", median(ours.guardian_uss), "MiB")
-    for stage, value in stages.items():
-        r.metric(f"process_uss_stage_{stage}_MiB", value, "MiB")
-    per_child = (median(ours.uss) - stages["tree0"]) / n
-    r.metric("process_uss_per_child_KiB", per_child * 1024, "KiB", digits=1)
+    uss = {stage: median(values.uss) for stage, values in stages.items()}
+    for stage, value in uss.items():
+        r.metric(f"process_uss_stage_{stage}_MiB_median", value, "MiB")
+    per_child = (median(ours.uss) - uss["tree0"]) / n
+    r.metric("process_uss_per_child_KiB_median", per_child * 1024, "KiB", digits=1)
     r.comment(
         f"process: our supervising process's USS, {median(ours.uss):.1f} MiB with {n} programs ="
-        f" {stages['python']:.1f} MiB of the interpreter + {stages['trio'] - stages['python']:.1f}"
-        f" of trio + {stages['trio_supervise'] - stages['trio']:.1f} of trio_supervise's modules"
-        f" + {stages['tree0'] - stages['trio_supervise']:.1f} of a running tree (no children)"
-        f" + {per_child * 1024:.0f} KiB per process child; its guardian process"
-        f" {median(ours.guardian_uss) if ours.guardian_uss else float('nan'):.1f} MiB more"
+        f" {uss['python']:.1f} MiB of the interpreter (with subprocess) +"
+        f" {uss['trio'] - uss['python']:.1f} of trio + {uss['trio_supervise'] - uss['trio']:.1f}"
+        f" of trio_supervise's modules + {uss['tree0'] - uss['trio_supervise']:.1f} of a running"
+        f" tree (no children) + {per_child * 1024:.0f} KiB per process child; its guardian"
+        f" process {median(ours.guardian_uss) if ours.guardian_uss else math.nan:.1f} MiB more"
+    )
+    # Why our start is slower than the floor's: the supervising process's own imports.
+    launch = {stage: median(values.start) for stage, values in stages.items()}
+    for stage, value in launch.items():
+        r.metric(f"process_launch_stage_{stage}_ms_median", value * ms, "ms")
+    imports = launch["trio_supervise"] - launch["python"]
+    r.metric("process_launch_imports_ms_median", imports * ms, "ms")
+    without = median(ours.start) - imports
+    r.metric(f"process_start_{n}_{SUPERVISE}_less_imports_ms_median", without * ms, "ms")
+    r.metric(
+        f"process_start_{n}_less_imports_ratio_median",
+        ratio(without, median(samples[FLOOR].start)),
+        "x",
     )
     for who, s in samples.items():
         r.metric(f"process_left_after_sigterm_{who}_count", s.left_behind, "count", digits=0)
