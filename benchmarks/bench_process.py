@@ -41,6 +41,11 @@ each for every supervisor, with ``supervise`` over ``floor`` as the ratio:
    processes that stop at each stage (an interpreter, + ``trio``, + ``trio_supervise``, a
    running tree without children), and the rest per child.
 
+For information, the stages also give how long our supervising process takes to get to each
+(``process_launch_stage_*``), hence ``process_start_N_less_imports_ratio_median``: our start
+less the import of trio and trio_supervise, over the floor's. trio_supervise's modules are
+compiled to bytecode before anything is measured, as pip does when it installs a package.
+
 Each repetition runs, for every supervisor in turn (the order rotates), three lifetimes:
 ``plain`` programs (1, 2, 6, 7 and 3), ``ignore`` (4), ``grandchild`` (5). Every value is the
 median over the repetitions (5; 1 with ``--quick``, with 5 programs, 0.2 s of idle CPU, a
