@@ -22,10 +22,13 @@ def main() -> None:
     fifo, name, mode = sys.argv[1:4]
     if mode == "ignore":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Opened first: without the benchmark reading it, this fails and nothing is spawned (a
+    # supervisor that outlived the benchmark restarts it in a loop, and leaves a grandchild
+    # behind at each crash if it does not kill the group).
+    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
     line = f"{name} {os.getpid()}"
     if mode == "grandchild":
         line += f" {os.posix_spawn('/bin/sleep', ['sleep', '3600'], os.environ)}"
-    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
     os.write(fd, f"{line}\n".encode())
     os.close(fd)
     while True:

@@ -188,6 +188,22 @@ def sweep(token: str) -> int:
     return len(killed)
 
 
+@contextlib.contextmanager
+def exit_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise ``SystemExit`` (as SIGINT raises ``KeyboardInterrupt``), so
+    that the ``finally`` blocks kill whatever we started; restored after."""
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def is_dead(pidfd: int) -> bool:
     return bool(select.select([pidfd], [], [], 0)[0])
 
@@ -638,7 +654,7 @@ def run(config: Config, reporter: Reporter) -> None:
     who_all = [who for who in ORDER if peers is not None or who in (FLOOR, SUPERVISE)]
     token = uuid.uuid4().hex
     samples = {who: Samples() for who in who_all}
-    with tempfile.TemporaryDirectory(prefix="bench-process-") as tmp:
+    with exit_on_signals(), tempfile.TemporaryDirectory(prefix="bench-process-") as tmp:
         reports = Reports(f"{tmp}/reports")
         bench = Bench(sizes, tmp, reports, token, peers)
         try:
