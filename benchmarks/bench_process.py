@@ -456,16 +456,17 @@ class Lifetime:
         pids = [*self.pids.values(), *self.grandchildren.values()]
         return [self.pidfds[pid] for pid in pids if self.pidfds[pid] >= 0]
 
-    def sigterm(self) -> float:
-        """SIGTERM to the supervising process; seconds until every program is dead."""
+    def sigterm(self) -> tuple[float, float]:
+        """SIGTERM to the supervising process; seconds until the first and every program died."""
         fds = self._current_fds()
         assert self.popen is not None
-        started = time.perf_counter()
-        self.popen.send_signal(signal.SIGTERM)
         poller = select.poll()
         for fd in fds:
             poller.register(fd, select.POLLIN)
         pending = set(fds)
+        first = math.nan
+        started = time.perf_counter()
+        self.popen.send_signal(signal.SIGTERM)
         deadline = started + PATIENCE
         while pending:
             remaining = deadline - time.perf_counter()
@@ -474,9 +475,11 @@ class Lifetime:
             for fd, _ in poller.poll(remaining * 1000):
                 poller.unregister(fd)
                 pending.discard(fd)
+            if math.isnan(first):
+                first = time.perf_counter() - started
         elapsed = time.perf_counter() - started
         self.popen.wait(PATIENCE)
-        return elapsed
+        return first, elapsed
 
     def survivors_of_sigkill(self, wait: float) -> int:
         """SIGKILL to the supervising process; programs and grandchildren alive ``wait`` s on."""
@@ -567,6 +570,7 @@ class Samples:
     crash: list[float] = field(default_factory=list)
     start: list[float] = field(default_factory=list)
     sigterm: list[float] = field(default_factory=list)
+    sigterm_first: list[float] = field(default_factory=list)
     ignored: list[float] = field(default_factory=list)
     survivors: list[float] = field(default_factory=list)
     idle_cpu: list[float] = field(default_factory=list)
@@ -588,12 +592,14 @@ def one_repetition(bench: Bench, who: str, rep: int, samples: Samples) -> None:
         guardian = life.guardian()
         if guardian is not None:
             samples.guardian_uss.append(uss_mib(guardian))
-        samples.sigterm.append(life.sigterm())
+        first, every = life.sigterm()
+        samples.sigterm_first.append(first)
+        samples.sigterm.append(every)
         samples.left_behind += life.left_behind()
     with lifetime(bench, who, "ignore") as life:
         life.start()
         time.sleep(settle)
-        samples.ignored.append(life.sigterm())
+        samples.ignored.append(life.sigterm()[1])
         samples.left_behind += life.left_behind()
     with lifetime(bench, who, "grandchild") as life:
         life.start()
@@ -700,6 +706,8 @@ def report(
     ours_over_floor(f"process_start_{n}", "start", "ms", 1.5)
     column(f"process_sigterm_{n}", "sigterm", "ms", ms)
     ours_over_floor(f"process_sigterm_{n}", "sigterm", "ms", 1.5)
+    # Information: until the first program is dead (the supervisor's reaction to the signal).
+    column(f"process_sigterm_{n}_first_dead", "sigterm_first", "ms", ms)
     column(f"process_sigterm_ignored_{n}", "ignored", "ms", ms)
     ours_over_floor(f"process_sigterm_ignored_{n}", "ignored", "ms", 1.05)
     column(f"process_survivors_{2 * n}", "survivors", "count", digits=0)
