@@ -90,7 +90,7 @@ PATIENCE: Final = 30.0
 PR_SET_CHILD_SUBREAPER: Final = 36
 #: After a supervising process has exited, how long what it started may take to be gone
 #: before it counts as left behind (ours: the guardian exits when its pipe closes).
-LEFT_BEHIND_GRACE: Final = 0.1
+LEFT_BEHIND_GRACE: Final = 1.0
 
 FLOOR: Final = "floor"
 SUPERVISE: Final = "supervise"
@@ -492,8 +492,10 @@ class Lifetime:
 
     def left_behind(self) -> int:
         """After the supervising process has exited: how many of its processes are alive."""
-        time.sleep(LEFT_BEHIND_GRACE)
-        return len(marked(self.bench.needle))
+        deadline = time.monotonic() + LEFT_BEHIND_GRACE
+        while (left := len(marked(self.bench.needle))) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return left
 
     def close(self) -> None:
         """Kill whatever is left: the supervising process first, then all that it started."""
