@@ -5,7 +5,7 @@ Usage::
     python -m benchmarks                 # everything, default sizes (about 2.5 minutes)
     python -m benchmarks --quick         # every benchmark with tiny sizes (about 3 seconds)
     python -m benchmarks --only core     # some: start_stop restart memory scaling shutdown http
-                                         # core
+                                         # core process
     python benchmarks/run.py ...         # the same
 
 Exit status 0, or with ``--strict`` 1 when a target is missed.
@@ -32,6 +32,7 @@ from benchmarks import (
     bench_http,
     bench_memory,
     bench_multicore,
+    bench_process,
     bench_restart,
     bench_scaling,
     bench_shutdown,
@@ -48,6 +49,7 @@ BENCHMARKS = (
     "http",
     "core",
     "multicore",
+    "process",
 )
 
 
@@ -55,7 +57,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="trio_supervise against bare Trio: start, stop, restart, memory, scaling,"
-        " shutdown, HTTP, and the core targets of issue 9.",
+        " shutdown, HTTP, the core targets of issue 9, and process children against"
+        " supervisord and circus (issue 11).",
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny sizes: checks that everything runs"
@@ -118,6 +121,8 @@ def main(argv: Sequence[str] | None = None, reporter: Reporter | None = None) ->
             bench_core.run(config, r)
         if "multicore" in selected:
             bench_multicore.run(config, r)
+        if "process" in selected:
+            bench_process.run(config, r)
     finally:
         if gc_was_enabled:
             gc.enable()

@@ -96,6 +96,11 @@ def test_quick_run_prints_every_benchmark() -> None:
         "core_scaling_start_40_vs_10_supervise_over_bare_median",
         "core_scaling_start_child_40_vs_10_supervise_median",
         "core_memory_10_ratio_median",
+        # process: 5 programs in --quick, the floor and trio_supervise only
+        "process_crash_to_running_ratio_median",
+        "process_start_5_ratio_median",
+        "process_sigterm_5_ratio_median",
+        "process_sigterm_ignored_5_ratio_median",
     ]
     for name in expected:
         assert name in metrics, f"missing {name}"
@@ -105,10 +110,10 @@ def test_quick_run_prints_every_benchmark() -> None:
     ratios = {name: unit for name, (_, unit) in metrics.items() if name.endswith("_median")}
     assert {unit for name, unit in ratios.items() if "ratio" in name} == {"x"}
     verdicts = [value for name, (value, _) in metrics.items() if name.startswith("target_met_")]
-    # 12 for the earlier benchmarks; core: 5 per size, 3 growths, memory; multi-core: 1,
-    # where wrk is installed (.ci/install-wrk).
+    # 12 for the earlier benchmarks; core: 5 per size, 3 growths, memory; process: 6;
+    # multi-core: 1, where wrk is installed (.ci/install-wrk).
     has_wrk = shutil.which("wrk") is not None
-    assert len(verdicts) == 12 + 5 * 2 + 3 + 1 + has_wrk
+    assert len(verdicts) == 12 + 5 * 2 + 3 + 1 + 6 + has_wrk
     if has_wrk:
         assert metrics["multicore_cpu_workers_2_rps_median"][0] > 0
     assert set(verdicts) <= {0.0, 1.0}
@@ -133,3 +138,45 @@ def test_entry_points_and_selection(command: tuple[str, ...]) -> None:
     else:
         assert "scaling_start_40_vs_10_supervise_median" in metrics
         assert "restart_ratio_median" not in metrics
+
+
+def test_process_benchmark_quick() -> None:
+    """``--only process --quick``: the floor and trio_supervise columns of every metric."""
+    metrics = parse(run_benchmarks("-m", "benchmarks", "--quick", "--only", "process"))
+    assert not any(name.startswith(("start_", "core_", "http_")) for name in metrics)
+    # --quick: 5 programs (10 with their grandchildren), no peers.
+    for who in ("floor", "supervise"):
+        for name in (
+            f"process_crash_to_running_{who}_ms_median",
+            f"process_start_5_{who}_ms_median",
+            f"process_sigterm_5_{who}_ms_median",
+            f"process_sigterm_ignored_5_{who}_ms_median",
+            f"process_uss_5_{who}_MiB_median",
+        ):
+            value, unit = metrics[name]
+            assert math.isfinite(value), name
+            assert value > 0, name
+            assert unit in ("ms", "MiB"), name
+        survivors, _ = metrics[f"process_survivors_10_{who}_count_median"]
+        assert 0 <= survivors <= 10
+        cpu, unit = metrics[f"process_idle_cpu_5_{who}_percent_median"]
+        assert unit == "percent"
+        assert 0 <= cpu <= 200
+        # Nothing of a supervisor outlives its graceful stop.
+        assert metrics[f"process_left_after_sigterm_{who}_count"] == (0.0, "count")
+    assert not any("supervisord" in name or "circus" in name for name in metrics)
+    for stage in ("python", "trio", "trio_supervise", "tree0"):
+        assert metrics[f"process_uss_stage_{stage}_MiB_median"][0] > 0
+        assert metrics[f"process_launch_stage_{stage}_ms_median"][0] > 0
+    assert metrics["process_uss_5_guardian_MiB_median"][0] > 0
+    for name in (
+        "process_crash_to_running_ratio_median",
+        "process_start_5_ratio_median",
+        "process_start_5_less_imports_ratio_median",
+        "process_sigterm_5_ratio_median",
+        "process_sigterm_ignored_5_ratio_median",
+    ):
+        assert metrics[name][1] == "x"
+    verdicts = [value for name, (value, _) in metrics.items() if name.startswith("target_met_")]
+    assert len(verdicts) == 6
+    assert set(verdicts) <= {0.0, 1.0}
