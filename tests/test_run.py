@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 import trio
@@ -48,6 +49,21 @@ def finishing(after: float) -> SupervisorSpec:
 async def test_graceful_end_exits_0(autojump_clock: trio.testing.MockClock) -> None:
     assert await serve(finishing(2.0)) == 0
     assert trio.current_time() == pytest.approx(2.0)
+
+
+async def test_the_hard_exit_thread_is_gone_once_serve_returns(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Started before the tree, armed when the shutdown starts, ended by serve's end.
+    def hard_exit_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "trio_supervise hard exit"]
+
+    assert hard_exit_threads() == []
+    assert await serve(finishing(1.0)) == 0
+    assert (
+        await serve(SupervisorSpec("app", [ChildSpec("w", crash_after(1.0))], max_restarts=0)) == 1
+    )
+    assert hard_exit_threads() == []
 
 
 async def test_failed_hook_exits_1(autojump_clock: trio.testing.MockClock) -> None:

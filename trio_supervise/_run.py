@@ -7,8 +7,10 @@ import inspect
 import logging
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
+from typing import final
 
 import trio
 
@@ -52,6 +54,50 @@ def _hard_exit(tree: SupervisorTree) -> None:
     os._exit(HARD_EXIT_CODE)
 
 
+@final
+class _HardExitTimer:
+    """A thread, started ahead of time, that exits the process once armed and overdue.
+
+    A thread, so that the hard exit comes even if a task blocks the event loop; started
+    before the tree, so that arming it when the shutdown starts costs a notify, not a thread
+    start (0.3 to 0.6 ms spent before the first child could be asked to stop).
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._due: float | None = None
+        self._tree: SupervisorTree | None = None
+        self._cancelled = False
+        self._thread = threading.Thread(
+            target=self._wait, name="trio_supervise hard exit", daemon=True
+        )
+        self._thread.start()
+
+    def arm(self, seconds: float, tree: SupervisorTree) -> None:
+        with self._changed:
+            self._due, self._tree = time.monotonic() + seconds, tree
+            self._changed.notify()
+
+    def cancel(self) -> None:
+        with self._changed:
+            self._cancelled = True
+            self._changed.notify()
+        self._thread.join()
+
+    def _wait(self) -> None:
+        with self._changed:
+            while not self._cancelled:
+                due = self._due
+                if due is None:
+                    self._changed.wait()
+                    continue
+                left = due - time.monotonic()
+                if left <= 0:
+                    assert self._tree is not None
+                    _hard_exit(self._tree)
+                self._changed.wait(left)
+
+
 async def serve_with_grace(
     spec: SupervisorSpec,
     *,
@@ -73,8 +119,8 @@ async def serve_with_grace(
             f" main thread (called from thread {threading.current_thread().name!r}); call them"
             " from the main thread, or run supervisor_tree(spec) without handle_signals here"
         )
-    timer: threading.Timer | None = None
     with HeldSignals() as held:
+        timer = _HardExitTimer()
         try:
             async with supervisor_tree(
                 spec,
@@ -92,17 +138,12 @@ async def serve_with_grace(
                         tree.shutdown(f"signal {early.name} during the start")
                     await trio.sleep_forever()
                 finally:
-                    # The body ends when the shutdown starts. A thread, so that the hard exit
-                    # comes even if a task blocks the event loop.
-                    timer = threading.Timer(shutdown_deadline + grace, _hard_exit, (tree,))
-                    timer.daemon = True
-                    timer.start()
+                    timer.arm(shutdown_deadline + grace, tree)  # the body ends at the shutdown
         except (RestartIntensityExceeded, ChildStartError) as exc:
             log(logging.ERROR, "the tree failed: %s", exc, path="", kind="FAILED", exc_info=exc)
             return 1
         finally:
-            if timer is not None:
-                timer.cancel()
+            timer.cancel()
     report = tree.shutdown_report
     return 0 if report is not None and report.ok else 1
 
