@@ -24,7 +24,6 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
 
 import attrs
 import pytest
@@ -849,22 +848,12 @@ async def test_a_child_that_blocks_the_event_loop_gets_a_hard_exit() -> None:
 def test_run_uses_hard_exit_grace_as_set_when_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     intervals: list[float] = []
 
-    class RecordingTimer:
-        """Stands in for threading.Timer: records the interval and never fires."""
-
-        daemon = False
-
-        def __init__(self, interval: float, function: Any, args: Any) -> None:
-            intervals.append(interval)
-
-        def start(self) -> None:
-            pass
-
-        def cancel(self) -> None:
-            pass
+    def record(timer: object, seconds: float, tree: object) -> None:
+        """Stands in for arming the hard-exit thread: records the interval, never fires."""
+        intervals.append(seconds)
 
     monkeypatch.setattr(run_module, "HARD_EXIT_GRACE", 0.25)
-    monkeypatch.setattr(threading, "Timer", RecordingTimer)
+    monkeypatch.setattr(run_module._HardExitTimer, "arm", record)
     spec = SupervisorSpec(
         "app",
         [ChildSpec("job", return_after(0.0), restart=Restart.TRANSIENT, significant=True)],
