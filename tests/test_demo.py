@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import json
-import logging
 import math
 import os
 import re
@@ -41,8 +40,6 @@ from trio_supervise._demo import (
     MAX_BODY_BYTES,
     MAX_NOTE_CHARS,
     DemoConfig,
-    DemoCrash,
-    LogFormatter,
     parse_note,
     parse_seconds,
 )
@@ -1805,42 +1802,6 @@ def test_parsers_accept_the_edges() -> None:
     assert parse_seconds(["0"]) == 0.0
     assert parse_seconds(["30"]) == 30.0
     assert parse_seconds(["1e1"]) == 10.0
-
-
-def test_log_lines_are_one_per_record() -> None:
-    def record(**extra: Any) -> logging.LogRecord:
-        made = logging.LogRecord("trio_supervise", logging.WARNING, __file__, 1, "%s", ("x",), None)
-        for key, value in extra.items():
-            setattr(made, key, value)
-        return made
-
-    try:
-        raise ValueError("two\nlines")
-    except ValueError:
-        error_info = sys.exc_info()
-    crash = record(kind="CRASHED", path="workers/flaky/worker")
-    crash.exc_info = (DemoCrash, DemoCrash("on purpose"), None)
-    failed = record(kind="FAILED", path="")
-    failed.exc_info = error_info
-    plain = record()
-    plain.msg, plain.args = 'say "hi" = 1', ()
-    logfmt, as_json = LogFormatter(), LogFormatter("json")
-    line = logfmt.format(crash)
-    assert "\n" not in line
-    assert line.endswith(
-        " level=WARNING logger=trio_supervise kind=CRASHED path=workers/flaky/worker msg=x"
-        ' error="DemoCrash: on purpose"'
-    )
-    assert re.fullmatch(r"time=20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line.split()[0])
-    failed_line = logfmt.format(failed)
-    assert "\n" not in failed_line
-    assert ' path="" msg=x error="ValueError: two\\nlines" traceback="Traceback' in failed_line
-    assert logfmt.format(plain).endswith(' msg="say \\"hi\\" = 1"')
-    decoded = json.loads(as_json.format(failed))
-    assert list(decoded) == ["time", "level", "logger", "kind", "path", "msg", "error", "traceback"]
-    assert decoded["traceback"].startswith("Traceback (most recent call last):\n")
-    with pytest.raises(ValueError, match=r"^log format must be 'logfmt' or 'json' \(got 'xml'\)$"):
-        LogFormatter("xml")
 
 
 # ---------------------------------------------------------------- only the public API

@@ -12,6 +12,7 @@ from functools import partial
 
 import trio
 
+from ._logs import configure_logging, configure_worker_logging
 from ._signals import HeldSignals
 from ._version import __version__
 
@@ -207,10 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ValueError as exc:
         demo_parser.error(str(exc))
-    if args.worker_fd is None:
-        demo.configure_logging(args.log_level, args.log_format)
-    else:
-        demo.configure_worker_logging(args.log_level, args.log_format)
+    configure = configure_logging if args.worker_fd is None else configure_worker_logging
+    configure(args.log_level, args.log_format, expected=(demo.DemoCrash,))
     try:
         # As run() does: a signal between the demo's own handlers (while its database
         # opens) and serve()'s is recorded, not lost, and never kills the process mid-start;

@@ -94,7 +94,6 @@ import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
-from datetime import UTC, datetime
 from typing import Any, Final, TextIO, final
 
 import attrs
@@ -147,9 +146,6 @@ __all__ = [
     "DemoCrash",
     "DemoService",
     "DemoStartError",
-    "LogFormatter",
-    "configure_logging",
-    "configure_worker_logging",
     "parse_note",
     "parse_note_id",
     "parse_seconds",
@@ -304,85 +300,6 @@ class DemoConfig:
 
 
 # ------------------------------------------------------------------------------ logging
-
-
-def _logfmt_value(value: str) -> str:
-    if value and not any(c in value for c in ' "=\\') and value.isprintable():
-        return value
-    return json.dumps(value, ensure_ascii=False)
-
-
-@final
-class LogFormatter(logging.Formatter):
-    """One line per record: logfmt (``key=value``) or a JSON object.
-
-    Fields: ``time`` (UTC, ISO 8601, milliseconds), ``level``, ``logger``, ``kind`` and
-    ``path`` when the record has them (the ``extra`` fields trio_supervise's records carry;
-    ``path`` ``""`` is the root), ``msg``, and for a record with an exception ``error``
-    (``Type: message``) and ``traceback`` (escaped onto the same line). The demo's own
-    crashes (``DemoCrash``) get no traceback: they are expected.
-    """
-
-    def __init__(self, style: str = "logfmt") -> None:
-        if style not in ("logfmt", "json"):
-            raise ValueError(f"log format must be 'logfmt' or 'json' (got {style!r})")
-        super().__init__()
-        self._json = style == "json"
-
-    def fields(self, record: logging.LogRecord) -> dict[str, str]:
-        """The record's fields, in order, as strings."""
-        moment = datetime.fromtimestamp(record.created, UTC)
-        fields = {
-            "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "level": record.levelname,
-            "logger": record.name,
-        }
-        for key in ("kind", "path", "hook"):
-            value = getattr(record, key, None)
-            if value is not None:
-                fields[key] = str(value)
-        fields["msg"] = record.getMessage()
-        if record.exc_info and record.exc_info[1] is not None:
-            error = record.exc_info[1]
-            fields["error"] = f"{type(error).__name__}: {error}"
-            if not isinstance(error, DemoCrash):
-                fields["traceback"] = self.formatException(record.exc_info)
-        if record.stack_info:
-            fields["stack"] = self.formatStack(record.stack_info)
-        return fields
-
-    def format(self, record: logging.LogRecord) -> str:
-        fields = self.fields(record)
-        if self._json:
-            return json.dumps(fields, ensure_ascii=False)
-        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in fields.items())
-
-
-def configure_logging(
-    level: str = "INFO", style: str = "logfmt", stream: TextIO | None = None
-) -> None:
-    """Send every log record at ``level`` or above to ``stream`` (stderr), one line each.
-
-    The demo is an application: it configures logging. The library never does.
-    """
-    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
-    handler.setFormatter(LogFormatter(style))
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-
-
-def configure_worker_logging(level: str = "INFO", style: str = "logfmt") -> None:
-    """A worker process's logging: below WARNING to stdout, the rest to stderr.
-
-    Its parent logs a process child's stdout at INFO and its stderr at WARNING, so each
-    line keeps its weight in the parent's log.
-    """
-    quiet = logging.StreamHandler(sys.stdout)
-    quiet.addFilter(lambda record: record.levelno < logging.WARNING)
-    loud = logging.StreamHandler(sys.stderr)
-    loud.setLevel(logging.WARNING)
-    for handler in (quiet, loud):
-        handler.setFormatter(LogFormatter(style))
-    logging.basicConfig(level=level.upper(), handlers=[quiet, loud], force=True)
 
 
 def _log(level: int, message: str, *args: object, kind: str) -> None:
