@@ -12,6 +12,14 @@ from functools import partial
 
 import trio
 
+from ._cli_run import (
+    UsageError,
+    add_run_options,
+    load_spec,
+    render_spec,
+    resolve_options,
+    run_target,
+)
 from ._logs import configure_logging, configure_worker_logging
 from ._signals import HeldSignals
 from ._version import __version__
@@ -99,6 +107,21 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser(
+        "run",
+        help="run the supervision tree MODULE:ATTR names until SIGTERM or Ctrl+C",
+        description=(
+            "Run the SupervisorSpec that MODULE:ATTR names (or that the function it names"
+            " returns) as trio_supervise.run() does. Every option can also come from the"
+            " environment as TRIO_SUPERVISE_<OPTION> (the command line wins)."
+        ),
+    )
+    run_parser.add_argument("target", metavar="MODULE:ATTR")
+    add_run_options(run_parser)
+    check = commands.add_parser(
+        "check", help="validate the spec MODULE:ATTR names and print its tree"
+    )
+    check.add_argument("target", metavar="MODULE:ATTR")
     demo = commands.add_parser(
         "demo",
         help="run the demo service (notes over HTTP, news over WebSocket) until Ctrl+C",
@@ -187,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The console script ``trio-supervise`` (and ``python -m trio_supervise``)."""
     parser, demo_parser = _parser()
     args = parser.parse_args(argv)
+    if args.command in ("run", "check"):
+        return _run_or_check(args)
     try:
         # Imported only now: the extras it needs are not dependencies of the package.
         demo = importlib.import_module("trio_supervise._demo")
@@ -220,3 +245,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"trio-supervise demo: {exc}", file=sys.stderr)
         return 1
     return code
+
+
+def _run_or_check(args: argparse.Namespace) -> int:
+    if args.command == "check":
+        try:
+            print(render_spec(load_spec(args.target)))
+        except UsageError as exc:
+            print(f"trio-supervise check: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    # From here on a SIGTERM (while the user's module imports, say) is a shutdown that run()
+    # acts on, never a death with 143.
+    with HeldSignals(ignore_after_stop=True):
+        try:
+            values = resolve_options(args, os.environ)
+            spec = load_spec(args.target)
+            configure_logging(values["log-level"], values["log-format"])
+            return run_target(spec, values)
+        except UsageError as exc:
+            print(f"trio-supervise run: {exc}", file=sys.stderr)
+            return 2

@@ -1,0 +1,305 @@
+"""``trio-supervise run`` and ``check``: a spec named ``MODULE:ATTR`` (contract §8).
+
+``ATTR`` is a ``SupervisorSpec`` or a function with no arguments that returns one (as
+gunicorn's ``module:app``); the current directory is importable, as for ``python -m``.
+Every option of ``run`` can come from the environment as ``TRIO_SUPERVISE_`` + the option in
+capitals with ``_`` for ``-``; the command line wins over the environment, the environment over
+the defaults. A bad value, an unknown ``TRIO_SUPERVISE_`` variable, a module that does not
+import or an attribute that is not a spec is a ``UsageError``: exit code 2 and one message
+that names the option or variable, the value and the rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, final
+
+import attrs
+
+from ._errors import SpecError
+from ._logs import LOG_FORMATS
+from ._run import run
+from ._shutdown import DrainDelay, ShutdownHook
+from ._spec import ChildSpec, SupervisorSpec
+from ._tree import SupervisorTree
+
+ENV_PREFIX: Final = "TRIO_SUPERVISE_"
+#: Set by a supervisor in its process children's environment (§7): not options.
+CHILD_VARIABLES: Final = frozenset({"TRIO_SUPERVISE_PATH", "TRIO_SUPERVISE_RESTARTS"})
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: The child ``--health`` adds to the root supervisor, last.
+HEALTH_CHILD: Final = "trio-supervise-health"
+_HEALTH_EXTRAS: Final = (
+    "--health needs the http and metrics extras: pip install 'trio-supervise[http,metrics]'"
+)
+
+
+@final
+class UsageError(Exception):
+    """A bad command line, environment or target: exit code 2 with this message."""
+
+
+# ----------------------------------------------------------------------------- values
+
+
+def _seconds(text: str, *, positive: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"must be a number of seconds (got {text!r})") from None
+    if math.isnan(value) or math.isinf(value):
+        raise ValueError(f"must be a finite number of seconds (got {text!r})")
+    if positive and value <= 0:
+        raise ValueError(f"must be > 0 seconds (got {text!r})")
+    if value < 0:
+        raise ValueError(f"must be >= 0 seconds (got {text!r})")
+    return value
+
+
+def _address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[v6]:PORT`` or ``PORT`` (127.0.0.1)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "127.0.0.1", text
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"must be HOST:PORT or PORT (got {text!r})") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be in [0, 65535] (got {text!r}); 0 picks a free port")
+    return host, port
+
+
+def _choice(choices: Sequence[str], *, upper: bool) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.upper() if upper else text.lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)} (got {text!r})")
+        return value
+
+    return parse
+
+
+@final
+@attrs.frozen
+class Option:
+    """One option of ``run``: its parser and default (None: not set)."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+
+    @property
+    def variable(self) -> str:
+        return ENV_PREFIX + self.name.upper().replace("-", "_")
+
+
+OPTIONS: Final = (
+    Option(
+        "shutdown-deadline",
+        lambda text: _seconds(text, positive=True),
+        30.0,
+        "seconds the whole shutdown may take (default 30)",
+    ),
+    Option(
+        "drain-delay",
+        lambda text: _seconds(text, positive=False),
+        0.0,
+        "seconds to keep serving after SIGTERM while readiness says 503 (default 0)",
+    ),
+    Option(
+        "health",
+        _address,
+        None,
+        "serve /health/live, /health/ready and /metrics on HOST:PORT (PORT: 127.0.0.1)",
+    ),
+    Option("observer", _address, None, "serve the observer on HOST:PORT (not available yet)"),
+    Option("log-level", _choice(LOG_LEVELS, upper=True), "INFO", "least level logged"),
+    Option("log-format", _choice(LOG_FORMATS, upper=False), "logfmt", "text, logfmt or json"),
+)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``run``: each defaults to None, so that the environment can fill it."""
+    for option in OPTIONS:
+        parser.add_argument(
+            f"--{option.name}",
+            dest=option.name.replace("-", "_"),
+            metavar=option.variable.removeprefix(ENV_PREFIX),
+            default=None,
+            help=f"{option.help}; or ${option.variable}",
+        )
+
+
+def resolve_options(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The options' values: the command line over the environment over the defaults.
+
+    Raises:
+      UsageError: a bad value (naming the option or the variable) or an unknown variable.
+    """
+    known = {option.variable for option in OPTIONS} | CHILD_VARIABLES
+    unknown = sorted(key for key in environ if key.startswith(ENV_PREFIX) and key not in known)
+    if unknown:
+        names = ", ".join(sorted(option.variable for option in OPTIONS))
+        raise UsageError(f"unknown variable {unknown[0]}; trio-supervise run reads {names}")
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        given = getattr(args, option.name.replace("-", "_"))
+        source, text = (
+            (f"--{option.name}", given)
+            if given is not None
+            else (
+                option.variable,
+                environ.get(option.variable),
+            )
+        )
+        if text is None:
+            values[option.name] = option.default
+            continue
+        try:
+            values[option.name] = option.parse(text)
+        except ValueError as exc:
+            raise UsageError(f"{source}: {exc}") from None
+    if values["observer"] is not None:
+        raise UsageError(
+            "--observer: the observer is not available in this version of trio-supervise;"
+            " leave --observer and $TRIO_SUPERVISE_OBSERVER unset"
+        )
+    if values["drain-delay"] >= values["shutdown-deadline"]:
+        raise UsageError(
+            f"--drain-delay ({values['drain-delay']:g}) must be shorter than"
+            f" --shutdown-deadline ({values['shutdown-deadline']:g}): the shutdown must"
+            " still stop the tree after the delay"
+        )
+    return values
+
+
+# ----------------------------------------------------------------------------- target
+
+
+def load_spec(target: str) -> SupervisorSpec:
+    """The ``SupervisorSpec`` that ``MODULE:ATTR`` names.
+
+    Raises:
+      UsageError: for a malformed target, a module that does not import, a missing
+        attribute, or one that is neither a spec nor a function returning one.
+    """
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise UsageError(
+            f"MODULE:ATTR: expected a module and a name such as 'service.main:spec'"
+            f" (got {target!r})"
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as python -m does
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise UsageError(
+                f"MODULE:ATTR: no module named {exc.name!r} (looked for {module_name!r} from"
+                f" {os.getcwd()}); run from the directory that holds it, or install it"
+            ) from None
+        raise UsageError(_raised(f"importing {module_name!r}", exc)) from None
+    except Exception as exc:
+        raise UsageError(_raised(f"importing {module_name!r}", exc)) from None
+    found: object = module
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise UsageError(
+                f"MODULE:ATTR: module {module_name!r} has no attribute {attribute!r}"
+            ) from None
+    if isinstance(found, SupervisorSpec):
+        return found
+    if not callable(found):
+        raise UsageError(_not_a_spec(target, found))
+    try:
+        made = found()
+    except SpecError as exc:
+        raise UsageError(f"{target}: {exc}") from None
+    except TypeError as exc:
+        raise UsageError(
+            f"{target}: calling it with no arguments failed ({exc}); ATTR must be a"
+            " SupervisorSpec or a function with no arguments that returns one"
+        ) from None
+    except Exception as exc:
+        raise UsageError(_raised(f"calling {target}()", exc)) from None
+    if not isinstance(made, SupervisorSpec):
+        raise UsageError(_not_a_spec(f"{target}()", made))
+    return made
+
+
+def _raised(what: str, exc: BaseException) -> str:
+    return f"MODULE:ATTR: {what} raised {type(exc).__name__}: {exc}"
+
+
+def _not_a_spec(what: str, value: object) -> str:
+    return (
+        f"MODULE:ATTR: {what} is {type(value).__name__} {value!r:.80}, not a SupervisorSpec;"
+        " name a SupervisorSpec or a function with no arguments that returns one"
+    )
+
+
+def render_spec(spec: SupervisorSpec, depth: int = 0) -> str:
+    """The spec as indented text, as ``tree.render()`` shows a running tree."""
+    backoff = spec.backoff
+    how = f"{spec.strategy.value}, {spec.max_restarts} restarts / {spec.max_seconds:g} s"
+    if backoff is not None:
+        how += f", backoff {backoff.initial:g}-{backoff.maximum:g} s"
+    lines = [f"{'  ' * depth}{spec.name} (supervisor, {how})"]
+    for child in spec.children:
+        if isinstance(child, SupervisorSpec):
+            lines.append(render_spec(child, depth + 1))
+        else:
+            lines.append(f"{'  ' * (depth + 1)}{child.name} ({_describe_child(child)})")
+    return "\n".join(lines)
+
+
+def _describe_child(child: ChildSpec) -> str:
+    kind = "process" if child.is_process else "service" if child.is_service else "worker"
+    timeout = child.shutdown_timeout
+    stop = "no limit" if timeout is None else f"{timeout:g} s"
+    return f"{kind}, {child.restart.value}, shutdown_timeout {stop}"
+
+
+# ------------------------------------------------------------------------------ run
+
+
+def run_target(spec: SupervisorSpec, values: Mapping[str, Any]) -> int:
+    """Run ``spec`` as ``run()`` does, with the health endpoints and drain delay asked for."""
+    hooks: list[ShutdownHook] = []
+    drain = DrainDelay(values["drain-delay"]) if values["drain-delay"] > 0 else None
+    if drain is not None:
+        hooks.append(drain.hook)
+    on_start: Callable[[SupervisorTree], object] | None = None
+    if values["health"] is not None:
+        spec, server_hook, on_start = _with_health(spec, values["health"], drain)
+        hooks.append(server_hook)
+    return run(spec, hooks=hooks, shutdown_deadline=values["shutdown-deadline"], on_start=on_start)
+
+
+def _with_health(
+    spec: SupervisorSpec, address: tuple[str, int], drain: DrainDelay | None
+) -> tuple[SupervisorSpec, ShutdownHook, Callable[[SupervisorTree], object]]:
+    try:
+        from .integrations.http import HTTPServer, health_app
+        from .integrations.metrics import TreeMetrics
+    except ImportError as exc:
+        raise UsageError(f"{_HEALTH_EXTRAS} ({exc})") from None
+    metrics = TreeMetrics()
+    host, port = address
+    server = HTTPServer(health_app(metrics=metrics, drain=drain), host=host, port=port, drain=drain)
+    try:
+        extended = attrs.evolve(spec, children=[*spec.children, server.child_spec(HEALTH_CHILD)])
+    except SpecError as exc:
+        raise UsageError(f"--health: {exc}") from None
+    return extended, server.shutdown_hook("health: stop accepting"), metrics.attach
