@@ -12,6 +12,7 @@ from functools import partial
 
 import trio
 
+from ._cli_export import kubernetes, kubernetes_yaml, systemd
 from ._cli_run import (
     UsageError,
     add_run_options,
@@ -61,6 +62,16 @@ def _workers(text: str) -> int:
     if not 1 <= workers <= 64:
         raise argparse.ArgumentTypeError(f"must be in [1, 64] (got {workers})")
     return workers
+
+
+def _replicas(text: str) -> int:
+    try:
+        replicas = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of pods: {text!r}") from None
+    if replicas < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (got {replicas})")
+    return replicas
 
 
 def _parse_seconds(text: str, *, positive: bool) -> float:
@@ -118,6 +129,25 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     )
     run_parser.add_argument("target", metavar="MODULE:ATTR")
     add_run_options(run_parser)
+    export = commands.add_parser(
+        "export", help="print Kubernetes or systemd artifacts whose stop budget fits the spec"
+    )
+    kinds = export.add_subparsers(dest="kind", required=True)
+    kube = kinds.add_parser("kubernetes", help="a Deployment and a PodDisruptionBudget (YAML)")
+    kube.add_argument("target", metavar="MODULE:ATTR")
+    kube.add_argument("--image", required=True, help="the container image to run")
+    kube.add_argument("--replicas", type=_replicas, default=2, help="pods (default 2)")
+    kube.add_argument("--port", type=_port, default=None, help="the service's own port")
+    add_run_options(kube)
+    unit = kinds.add_parser("systemd", help="a Type=notify service unit")
+    unit.add_argument("target", metavar="MODULE:ATTR")
+    unit.add_argument(
+        "--watchdog",
+        type=_positive_seconds,
+        default=None,
+        help="WatchdogSec: the tree then pings every half of it",
+    )
+    add_run_options(unit)
     check = commands.add_parser(
         "check", help="validate the spec MODULE:ATTR names and print its tree"
     )
@@ -212,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in ("run", "check"):
         return _run_or_check(args)
+    if args.command == "export":
+        return _export(args)
     try:
         # Imported only now: the extras it needs are not dependencies of the package.
         demo = importlib.import_module("trio_supervise._demo")
@@ -266,3 +298,20 @@ def _run_or_check(args: argparse.Namespace) -> int:
         except UsageError as exc:
             print(f"trio-supervise run: {exc}", file=sys.stderr)
             return 2
+
+
+def _export(args: argparse.Namespace) -> int:
+    try:
+        values = resolve_options(args, os.environ)
+        spec = load_spec(args.target)
+        if args.kind == "kubernetes":
+            documents = kubernetes(
+                spec, args.target, values, image=args.image, replicas=args.replicas, port=args.port
+            )
+            print(kubernetes_yaml(documents), end="")
+        else:
+            print(systemd(spec, args.target, values, watchdog=args.watchdog), end="")
+    except UsageError as exc:
+        print(f"trio-supervise export {args.kind}: {exc}", file=sys.stderr)
+        return 2
+    return 0
