@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -168,3 +169,17 @@ def test_bad_export_input_exits_2(service_dir: Path, args: tuple[str, ...], mess
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_dockerfile_runs_trio_supervise_as_pid_1_in_exec_form() -> None:
+    # A shell form would make /bin/sh PID 1, and SIGTERM would never reach the tree.
+    dockerfile = Path(__file__).resolve().parents[1] / "Dockerfile"
+    by_name: dict[str, str] = {}
+    for line in dockerfile.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, rest = line.split(None, 1)
+            by_name[name] = rest
+    assert by_name["STOPSIGNAL"] == "SIGTERM"
+    for name in ("ENTRYPOINT", "CMD"):
+        assert json.loads(by_name[name])[0], name  # a JSON array: exec form
+    assert json.loads(by_name["ENTRYPOINT"]) == ["trio-supervise"]
