@@ -18,7 +18,9 @@ PACKAGE = "trio_supervise"
 ROOT = Path(trio_supervise.__file__).parent
 INTEGRATIONS = f"{PACKAGE}.integrations"
 #: Programs built on the integrations, as a user's would be: not core.
-APPLICATIONS = {f"{PACKAGE}._demo"}
+# Above the integrations: the demo, and the command line's ``run --health`` (which serves
+# the probes through the http integration, imported only when asked for).
+APPLICATIONS = {f"{PACKAGE}._demo", f"{PACKAGE}._cli_run"}
 
 
 def package_sources() -> dict[str, tuple[str, bool]]:

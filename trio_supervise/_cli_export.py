@@ -49,6 +49,7 @@ def kubernetes_yaml(documents: list[dict[str, Any]]) -> str:
         raise UsageError(
             "export kubernetes needs PyYAML: pip install 'trio-supervise[export]'"
         ) from None
+
     class Dumper(yaml.SafeDumper):
         def ignore_aliases(self, data: Any) -> bool:
             return True  # a reader wants the labels written out, not &id001 / *id001
