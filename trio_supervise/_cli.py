@@ -7,7 +7,7 @@ import importlib
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import trio
@@ -44,34 +44,25 @@ Logs:      stderr, one line per event
 """
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"must be in [0, 65535] (got {port}); 0 picks a free port")
-    return port
+def _integer(what: str, low: int, high: int | None, hint: str = "") -> Callable[[str], int]:
+    """An argparse type: an int in ``[low, high]`` (no upper bound for None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            rule = f"must be >= {low}" if high is None else f"must be in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"{rule} (got {value}){hint}")
+        return value
+
+    return parse
 
 
-def _workers(text: str) -> int:
-    try:
-        workers = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of processes: {text!r}") from None
-    if not 1 <= workers <= 64:
-        raise argparse.ArgumentTypeError(f"must be in [1, 64] (got {workers})")
-    return workers
-
-
-def _replicas(text: str) -> int:
-    try:
-        replicas = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of pods: {text!r}") from None
-    if replicas < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1 (got {replicas})")
-    return replicas
+_port = _integer("a port number", 0, 65535, "; 0 picks a free port")
+_workers = _integer("a number of processes", 1, 64)
+_replicas = _integer("a number of pods", 1, None)
 
 
 def _parse_seconds(text: str, *, positive: bool) -> float:
