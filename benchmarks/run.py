@@ -5,7 +5,7 @@ Usage::
     python -m benchmarks                 # everything, default sizes (about 2.5 minutes)
     python -m benchmarks --quick         # every benchmark with tiny sizes (about 3 seconds)
     python -m benchmarks --only core     # some: start_stop restart memory scaling shutdown http
-                                         # core process
+                                         # core multicore process cli process
     python benchmarks/run.py ...         # the same
 
 Exit status 0, or with ``--strict`` 1 when a target is missed.
@@ -28,6 +28,7 @@ import trio
 
 import trio_supervise
 from benchmarks import (
+    bench_cli,
     bench_core,
     bench_http,
     bench_memory,
@@ -50,6 +51,7 @@ BENCHMARKS = (
     "core",
     "multicore",
     "process",
+    "cli",
 )
 
 
@@ -123,6 +125,8 @@ def main(argv: Sequence[str] | None = None, reporter: Reporter | None = None) ->
             bench_multicore.run(config, r)
         if "process" in selected:
             bench_process.run(config, r)
+        if "cli" in selected:
+            bench_cli.run(config, r)
     finally:
         if gc_was_enabled:
             gc.enable()
