@@ -1,0 +1,171 @@
+"""Locks held across replicas, for children that must run on one replica at a time (§9).
+
+``PostgresLock(dsn, key)`` is a PostgreSQL session advisory lock (the extra ``postgres``).
+``async with lock.hold(holder) as lease`` waits until this replica holds it, and releases
+it on exit; ``lease.lost`` is set the moment the session that holds it is found broken (the
+server has then released it, so the work must stop at once). ``await lock.holder()`` names
+who holds it now, from the server's own view.
+
+The key is mapped to the advisory lock's 64-bit integer by ``advisory_key``: the first 8 bytes
+of the SHA-256 of the key's UTF-8, read as a signed big-endian integer. Other programs can
+share the lock by computing the same, e.g. in SQL::
+
+    SELECT ('x' || left(encode(sha256(convert_to('compaction', 'UTF8')), 'hex'), 16))
+           ::bit(64)::bigint;
+
+Each hold uses a connection of its own, named after the holder (``application_name``), which
+is how ``holder()`` finds it. Every statement is short (``pg_try_advisory_lock`` polled, a
+ping, the unlock), bounded by a statement timeout, and runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final, final
+
+import trio
+
+from .._errors import SpecError
+
+if TYPE_CHECKING:
+    import psycopg
+
+logger = logging.getLogger("trio_supervise.locks")
+
+#: Seconds between two attempts to take the lock while another replica holds it.
+POLL_EVERY: Final = 0.5
+#: Seconds between two pings of the holding session: how late a lost lock may be noticed.
+PING_EVERY: Final = 0.5
+#: Seconds a connect or a statement may take.
+STATEMENT_TIMEOUT: Final = 5
+
+
+def advisory_key(key: str) -> int:
+    """The advisory lock's integer for ``key`` (see the module docstring)."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    value: int = struct.unpack(">q", digest[:8])[0]
+    return value
+
+
+def default_holder() -> str:
+    """``"<host name>:<pid>"``: this replica's name as a lock holder."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@final
+class LockLease:
+    """A held lock: ``lost`` is set when it was lost while held."""
+
+    def __init__(self, holder: str) -> None:
+        self.holder = holder
+        self.lost = trio.Event()
+        self.lost_reason = ""
+
+
+@final
+class PostgresLock:
+    """A PostgreSQL session advisory lock named ``key``.
+
+    Raises:
+      SpecError: for a DSN or key that is not a non-empty str.
+    """
+
+    def __init__(self, dsn: str, key: str) -> None:
+        for name, value in (("dsn", dsn), ("key", key)):
+            if not isinstance(value, str) or not value:
+                raise SpecError(f"PostgresLock: {name} must be a non-empty str (got {value!r})")
+        self.dsn = dsn
+        self.key = key
+        self.number = advisory_key(key)
+
+    def __repr__(self) -> str:
+        return f"PostgresLock(key={self.key!r}, number={self.number})"
+
+    @asynccontextmanager
+    async def hold(self, holder: str | None = None) -> AsyncIterator[LockLease]:
+        """Wait until this replica holds the lock; release it on exit."""
+        lease = LockLease(holder or default_holder())
+        connection = await trio.to_thread.run_sync(self._connect, lease.holder)
+        try:
+            # Polled: the lock is held by another replica, and no event crosses to us.
+            while not await trio.to_thread.run_sync(self._try_lock, connection):  # noqa: ASYNC110
+                await trio.sleep(POLL_EVERY)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch, connection, lease)
+                try:
+                    yield lease
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._release, connection, lease)
+
+    async def holder(self) -> str | None:
+        """The ``application_name`` of the session that holds the lock now, or None."""
+        return await trio.to_thread.run_sync(self._holder)
+
+    # ------------------------------------------------------------- in worker threads
+
+    def _connect(self, holder: str) -> psycopg.Connection[Any]:
+        import psycopg
+
+        return psycopg.connect(
+            self.dsn,
+            autocommit=True,
+            application_name=holder[:63],
+            connect_timeout=STATEMENT_TIMEOUT,
+            options=f"-c statement_timeout={STATEMENT_TIMEOUT * 1000}",
+        )
+
+    def _try_lock(self, connection: psycopg.Connection[Any]) -> bool:
+        row = connection.execute("SELECT pg_try_advisory_lock(%s)", (self.number,)).fetchone()
+        return bool(row and row[0])
+
+    async def _watch(self, connection: psycopg.Connection[Any], lease: LockLease) -> None:
+        import psycopg
+
+        while True:
+            await trio.sleep(PING_EVERY)
+            try:
+                await trio.to_thread.run_sync(self._ping, connection)
+            except psycopg.Error as exc:
+                lease.lost_reason = f"the session holding {self!r} broke: {exc}"
+                logger.warning("%s", lease.lost_reason)
+                lease.lost.set()
+                return
+
+    def _ping(self, connection: psycopg.Connection[Any]) -> None:
+        connection.execute("SELECT 1").fetchone()
+
+    def _release(self, connection: psycopg.Connection[Any], lease: LockLease) -> None:
+        import psycopg
+
+        try:
+            if not lease.lost.is_set() and not connection.closed:
+                connection.execute("SELECT pg_advisory_unlock(%s)", (self.number,))
+        except psycopg.Error:
+            pass  # the session is gone: the server released the lock with it
+        finally:
+            connection.close()
+
+    def _holder(self) -> str | None:
+        import psycopg
+
+        with psycopg.connect(
+            self.dsn, autocommit=True, connect_timeout=STATEMENT_TIMEOUT
+        ) as connection:
+            unsigned = self.number & 0xFFFF_FFFF_FFFF_FFFF
+            row = connection.execute(
+                "SELECT a.application_name FROM pg_locks l"
+                " JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+                " AND l.classid = %s AND l.objid = %s",
+                (unsigned >> 32, unsigned & 0xFFFF_FFFF),
+            ).fetchone()
+        return None if row is None else str(row[0])
