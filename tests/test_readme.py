@@ -21,7 +21,7 @@ def test_every_python_example_of_the_readme_runs(
     # Not "__main__": the blocks that start a service for good stay defined, not started.
     document.namespace["__name__"] = "readme"
     examples = list(document)
-    assert len(examples) == 11
+    assert len(examples) == 12
     for example in examples:
         example.evaluate()
     out = capsys.readouterr().out
