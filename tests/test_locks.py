@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from typing import BinaryIO
 
+import attrs
+import httpx
 import psycopg
 import pytest
 import trio
 
 from trio_supervise import SpecError
-from trio_supervise.integrations.locks import PostgresLock, advisory_key, default_holder
+from trio_supervise.integrations.locks import (
+    EtcdLock,
+    PostgresLock,
+    advisory_key,
+    default_holder,
+)
 
 FAIL_SAFE = 20.0
 
@@ -131,3 +142,213 @@ async def test_the_lock_of_a_holder_killed_by_sigkill_is_free_within_2_seconds(
             holder.stdout.close()
     print(f"\nSIGKILLed holder's lock taken over {took * 1000:.0f} ms later")
     assert took < 2.0
+
+
+# ------------------------------------------------------------------------------- etcd
+
+
+@attrs.define(eq=False)
+class EtcdMember:
+    name: str
+    client_url: str
+    process: subprocess.Popen[bytes]
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.fixture(scope="module")
+def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[EtcdMember]]:
+    """Three etcd members on 127.0.0.1 (Debian's etcd-server, installed by .ci/install-etcd)."""
+    binary = shutil.which("etcd")
+    if binary is None:
+        pytest.skip("etcd is not installed here (.ci/install-etcd installs Debian's etcd-server)")
+    root = tmp_path_factory.mktemp("etcd")
+    ports = _free_ports(6)
+    names = ["m1", "m2", "m3"]
+    peers = {name: f"http://127.0.0.1:{ports[3 + i]}" for i, name in enumerate(names)}
+    cluster = ",".join(f"{name}={url}" for name, url in peers.items())
+    members: list[EtcdMember] = []
+    logs: list[BinaryIO] = []
+    try:
+        for i, name in enumerate(names):
+            client = f"http://127.0.0.1:{ports[i]}"
+            log = (root / f"{name}.log").open("wb")
+            logs.append(log)
+            process = subprocess.Popen(
+                [
+                    binary,
+                    "--name",
+                    name,
+                    "--data-dir",
+                    str(root / name),
+                    "--listen-client-urls",
+                    client,
+                    "--advertise-client-urls",
+                    client,
+                    "--listen-peer-urls",
+                    peers[name],
+                    "--initial-advertise-peer-urls",
+                    peers[name],
+                    "--initial-cluster",
+                    cluster,
+                    "--initial-cluster-state",
+                    "new",
+                    "--initial-cluster-token",
+                    "trio-supervise-tests",
+                ],
+                stdout=log,
+                stderr=log,
+            )
+            members.append(EtcdMember(name, client, process))
+        deadline = time.monotonic() + FAIL_SAFE
+        for member in members:
+            while True:
+                try:
+                    if (
+                        httpx.get(f"{member.client_url}/health", trust_env=False)
+                        .json()
+                        .get("health")
+                        == "true"
+                    ):
+                        break
+                except (httpx.HTTPError, ValueError):
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"etcd member {member.name} never became healthy")
+                time.sleep(0.05)
+        yield members
+    finally:
+        for member in members:
+            member.process.send_signal(signal.SIGCONT)
+            member.process.kill()
+            member.process.wait()
+        for opened in logs:
+            opened.close()
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "key", "ttl", "message"),
+    [
+        ([], "k", 10, "endpoints must be a non-empty sequence"),
+        ("http://127.0.0.1:2379", "k", 10, "endpoints must be a non-empty sequence"),
+        (["127.0.0.1:2379"], "k", 10, "each endpoint must be an http:// or https:// URL"),
+        (["http://x"], "", 10, "key must be a non-empty str"),
+        (["http://x"], "k", 0, "ttl must be a whole number of seconds >= 1"),
+        (["http://x"], "k", 1.5, "ttl must be a whole number of seconds >= 1"),
+        (["http://x"], "k", True, "ttl must be a whole number of seconds >= 1"),
+    ],
+)
+def test_bad_etcd_lock_specs_are_refused(
+    endpoints: object, key: object, ttl: object, message: str
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        EtcdLock(endpoints, key, ttl)  # type: ignore[arg-type]
+    assert message in str(caught.value)
+
+
+async def test_etcd_one_holder_at_a_time_and_a_release_hands_over_at_once(
+    etcd_cluster: list[EtcdMember],
+) -> None:
+    endpoints = [member.client_url for member in etcd_cluster]
+    lock = EtcdLock(endpoints, "one-at-a-time", ttl=3)
+    b_holds = trio.Event()
+
+    async def second() -> None:
+        async with EtcdLock(endpoints[1:], "one-at-a-time", ttl=3).hold("replica-b"):
+            assert await lock.holder() == "replica-b"
+            b_holds.set()
+
+    with trio.fail_after(FAIL_SAFE):
+        async with trio.open_nursery() as nursery:
+            async with lock.hold("replica-a"):
+                assert await lock.holder() == "replica-a"
+                nursery.start_soon(second)
+                await trio.sleep(4.0)  # past the ttl: the renewals keep it ours
+                assert not b_holds.is_set()
+            released = time.monotonic()
+            await b_holds.wait()
+            handover = time.monotonic() - released
+    assert handover < 1.0, handover
+    assert await lock.holder() is None
+
+
+async def test_etcd_a_holder_cut_off_stops_before_another_can_take_over(
+    etcd_cluster: list[EtcdMember],
+) -> None:
+    # The holder talks to m1 only; m1 is paused (SIGSTOP), as if the holder were partitioned.
+    # It must give the lock up while a third of the ttl is left; the other replica, on m2 and
+    # m3, gets it only once the lease has expired on the cluster.
+    ttl = 3
+    cut_off = etcd_cluster[0]
+    others = [member.client_url for member in etcd_cluster[1:]]
+    lost_at = taken_at = 0.0
+    with trio.fail_after(FAIL_SAFE):
+        async with trio.open_nursery() as nursery:
+            async with EtcdLock([cut_off.client_url], "partition", ttl=ttl).hold("a") as lease:
+                paused_at = time.monotonic()
+                cut_off.process.send_signal(signal.SIGSTOP)
+
+                async def take_over() -> None:
+                    nonlocal taken_at
+                    async with EtcdLock(others, "partition", ttl=ttl).hold("b"):
+                        taken_at = time.monotonic()
+
+                nursery.start_soon(take_over)
+                await lease.lost.wait()
+                lost_at = time.monotonic()
+            cut_off.process.send_signal(signal.SIGCONT)
+    print(
+        f"\npartitioned holder stopped {lost_at - paused_at:.2f}s after the cut, the other"
+        f" replica took over {taken_at - paused_at:.2f}s after it (ttl {ttl}s)"
+    )
+    assert lost_at < taken_at  # never two holders
+    assert lost_at - paused_at <= 2 * ttl / 3 + 0.5
+    assert "not renewed" in lease.lost_reason
+
+
+async def test_etcd_the_lock_of_a_killed_holder_is_free_within_ttl_plus_1(
+    etcd_cluster: list[EtcdMember],
+) -> None:
+    ttl = 2
+    endpoints = [member.client_url for member in etcd_cluster]
+    code = textwrap.dedent(
+        f"""
+        import sys, trio
+        from trio_supervise.integrations.locks import EtcdLock
+
+        async def main():
+            async with EtcdLock(sys.argv[1:], "killed", ttl={ttl}).hold("doomed"):
+                print("holding", flush=True)
+                await trio.sleep_forever()
+
+        trio.run(main)
+        """
+    )
+    holder = subprocess.Popen(  # noqa: ASYNC220 - it must be killed by hand
+        [sys.executable, "-c", code, *endpoints], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert await trio.to_thread.run_sync(holder.stdout.readline) == "holding\n"
+        holder.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        with trio.fail_after(FAIL_SAFE):
+            async with EtcdLock(endpoints, "killed", ttl=ttl).hold("heir"):
+                took = time.monotonic() - killed_at
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    print(f"\nSIGKILLed etcd holder's lock taken over {took:.2f}s later (ttl {ttl}s)")
+    assert took < ttl + 1

@@ -1,6 +1,8 @@
 """Locks held across replicas, for children that must run on one replica at a time (§9).
 
-``PostgresLock(dsn, key)`` is a PostgreSQL session advisory lock (the extra ``postgres``).
+``PostgresLock(dsn, key)`` is a PostgreSQL session advisory lock (the extra ``postgres``);
+``EtcdLock(endpoints, key, ttl)`` an etcd v3 lease and key (the extra ``etcd``: httpx, through
+etcd's JSON gateway; see ``EtcdLock``).
 ``async with lock.hold(holder) as lease`` waits until this replica holds it, and releases
 it on exit; ``lease.lost`` is set the moment the session that holds it is found broken (the
 server has then released it, so the work must stop at once). ``await lock.holder()`` names
@@ -20,12 +22,14 @@ ping, the unlock), bounded by a statement timeout, and runs in a worker thread.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import logging
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -169,3 +173,167 @@ class PostgresLock:
                 (unsigned >> 32, unsigned & 0xFFFF_FFFF),
             ).fetchone()
         return None if row is None else str(row[0])
+
+
+# ------------------------------------------------------------------------------- etcd
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+@final
+class EtcdLock:
+    """An etcd v3 lock: a key put only if absent, bound to a lease of ``ttl`` seconds.
+
+    ``hold()`` grants a lease and puts the key in a transaction that succeeds only when the
+    key does not exist, polling until it does; it renews the lease every third of ``ttl``.
+    The lease is lost when a renewal fails or answers TTL 0, and also when no renewal has
+    succeeded for two thirds of ``ttl``: the lease may still live on the server, so stopping
+    then leaves the work stopped while at least a third of the ttl is left, before another
+    replica could be granted the key. On exit the lease is revoked, which deletes the key:
+    a graceful stop hands over at once. Each call tries the endpoints in turn.
+
+    Raises:
+      SpecError: for no endpoints, an empty key, or a ttl that is not a whole number of
+        seconds >= 1 (etcd leases are whole seconds).
+    """
+
+    def __init__(self, endpoints: Sequence[str], key: str, ttl: float = 10.0) -> None:
+        if isinstance(endpoints, str) or not endpoints:
+            raise SpecError(
+                f"EtcdLock: endpoints must be a non-empty sequence of URLs such as"
+                f" ['http://127.0.0.1:2379'] (got {endpoints!r})"
+            )
+        for endpoint in endpoints:
+            if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
+                raise SpecError(
+                    f"EtcdLock: each endpoint must be an http:// or https:// URL (got {endpoint!r})"
+                )
+        if not isinstance(key, str) or not key:
+            raise SpecError(f"EtcdLock: key must be a non-empty str (got {key!r})")
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl != int(ttl) or ttl < 1:
+            raise SpecError(
+                f"EtcdLock: ttl must be a whole number of seconds >= 1 (got {ttl!r}); etcd"
+                " leases are whole seconds"
+            )
+        self.endpoints = tuple(endpoint.rstrip("/") for endpoint in endpoints)
+        self.key = key
+        self.ttl = int(ttl)
+
+    def __repr__(self) -> str:
+        return f"EtcdLock(key={self.key!r}, ttl={self.ttl})"
+
+    @asynccontextmanager
+    async def hold(self, holder: str | None = None) -> AsyncIterator[LockLease]:
+        """Wait until this replica holds the key; revoke its lease on exit."""
+        import httpx
+
+        lease = LockLease(holder or default_holder())
+        async with httpx.AsyncClient(trust_env=False, timeout=self.ttl / 3) as client:
+            lease_id: str | None = None
+            try:
+                while True:
+                    try:
+                        granted = await self._call(client, "/v3/lease/grant", {"TTL": self.ttl})
+                        lease_id = str(granted["ID"])
+                        if await self._put_if_absent(client, lease.holder, lease_id):
+                            break
+                        await self._call(client, "/v3/lease/revoke", {"ID": lease_id})
+                    except (httpx.HTTPError, EtcdError) as exc:
+                        # Waiting goes on through an election or an unreachable member; a
+                        # lease granted before the failure expires by itself.
+                        logger.info("%r: still waiting (%s: %s)", self, type(exc).__name__, exc)
+                    lease_id = None
+                    await trio.sleep(POLL_EVERY)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._renew, client, lease_id, lease)
+                    try:
+                        yield lease
+                    finally:
+                        nursery.cancel_scope.cancel()
+            finally:
+                if lease_id is not None:
+                    with (
+                        trio.CancelScope(shield=True),
+                        trio.move_on_after(self.ttl / 3),
+                        contextlib.suppress(httpx.HTTPError, EtcdError),
+                    ):
+                        await self._call(client, "/v3/lease/revoke", {"ID": lease_id})
+
+    async def holder(self) -> str | None:
+        """The holder's name stored in the key, or None when nobody holds it."""
+        import httpx
+
+        async with httpx.AsyncClient(trust_env=False, timeout=self.ttl / 3) as client:
+            found = await self._call(client, "/v3/kv/range", {"key": _b64(self.key)})
+        kvs = found.get("kvs") or []
+        if not kvs:
+            return None
+        return base64.b64decode(kvs[0].get("value", "")).decode("utf-8", "replace")
+
+    async def _put_if_absent(self, client: Any, holder: str, lease_id: str) -> bool:
+        key = _b64(self.key)
+        answer = await self._call(
+            client,
+            "/v3/kv/txn",
+            {
+                "compare": [{"target": "CREATE", "key": key, "createRevision": "0"}],
+                "success": [{"requestPut": {"key": key, "value": _b64(holder), "lease": lease_id}}],
+            },
+        )
+        return bool(answer.get("succeeded"))
+
+    async def _renew(self, client: Any, lease_id: str, lease: LockLease) -> None:
+        import httpx
+
+        renewed = trio.current_time()
+        while True:
+            await trio.sleep_until(renewed + self.ttl / 3)
+            problem = "no answer"
+            with trio.move_on_at(renewed + 2 * self.ttl / 3):
+                while True:
+                    try:
+                        answer = await self._call(client, "/v3/lease/keepalive", {"ID": lease_id})
+                    except (httpx.HTTPError, EtcdError) as exc:
+                        problem = f"{type(exc).__name__}: {exc}"
+                        await trio.sleep(0.1)
+                        continue
+                    if int(answer.get("result", {}).get("TTL", 0)) > 0:
+                        renewed, problem = trio.current_time(), ""
+                    else:
+                        problem = "the lease expired"
+                    break
+            if problem:
+                lease.lost_reason = (
+                    f"{self!r}: its lease was not renewed ({problem}); stopped while at least"
+                    " a third of the ttl was left"
+                )
+                logger.warning("%s", lease.lost_reason)
+                lease.lost.set()
+                return
+
+    async def _call(self, client: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to ``path`` on the first endpoint that answers."""
+        import httpx
+
+        failure: BaseException | None = None
+        for endpoint in self.endpoints:
+            try:
+                response = await client.post(f"{endpoint}{path}", json=body)
+            except httpx.HTTPError as exc:
+                failure = exc
+                continue
+            if response.status_code != 200:
+                raise EtcdError(
+                    f"{endpoint}{path} answered {response.status_code}: {response.text}"
+                )
+            answer: dict[str, Any] = response.json()
+            return answer
+        assert failure is not None
+        raise failure
+
+
+@final
+class EtcdError(Exception):
+    """etcd answered a request with an error."""
