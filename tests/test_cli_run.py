@@ -110,17 +110,17 @@ def test_check_prints_the_tree_of_a_spec_or_of_a_function_returning_one(
         (
             ("run", "svc:spec"),
             {"TRIO_SUPERVISE_DRAIN_DELAY": "-1"},
-            "TRIO_SUPERVISE_DRAIN_DELAY: must be >= 0 seconds (got '-1')",
+            "TRIO_SUPERVISE_DRAIN_DELAY: must be a finite number >= 0 (got '-1')",
         ),
         (
             ("run", "svc:spec", "--shutdown-deadline", "0"),
             {},
-            "--shutdown-deadline: must be > 0 seconds (got '0')",
+            "--shutdown-deadline: must be a finite number > 0 (got '0')",
         ),
         (
             ("run", "svc:spec", "--shutdown-deadline", "nan"),
             {},
-            "--shutdown-deadline: must be a finite number of seconds (got 'nan')",
+            "--shutdown-deadline: must be a finite number > 0 (got 'nan')",
         ),
         (("run", "svc:spec", "--health", "x:y"), {}, "--health: must be HOST:PORT or PORT"),
         (("run", "svc:spec", "--health", "70000"), {}, "--health: port must be in [0, 65535]"),

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import TypeVar
 
 import trio
 
@@ -16,10 +16,13 @@ from ._cli_export import kubernetes, kubernetes_yaml, systemd
 from ._cli_run import (
     UsageError,
     add_run_options,
+    integer,
     load_spec,
+    port,
     render_spec,
     resolve_options,
     run_target,
+    seconds,
 )
 from ._logs import configure_logging, configure_worker_logging
 from ._signals import HeldSignals
@@ -44,45 +47,27 @@ Logs:      stderr, one line per event
 """
 
 
-def _integer(what: str, low: int, high: int | None, hint: str = "") -> Callable[[str], int]:
-    """An argparse type: an int in ``[low, high]`` (no upper bound for None)."""
+_T = TypeVar("_T")
 
-    def parse(text: str) -> int:
+
+def _argument(parse: Callable[[str], _T]) -> Callable[[str], _T]:
+    """An argparse type from a parser of ``_cli_run``: its ValueError becomes argparse's."""
+
+    def typed(text: str) -> _T:
         try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
-        if value < low or (high is not None and value > high):
-            rule = f"must be >= {low}" if high is None else f"must be in [{low}, {high}]"
-            raise argparse.ArgumentTypeError(f"{rule} (got {value}){hint}")
-        return value
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
-    return parse
+    return typed
 
 
-_port = _integer("a port number", 0, 65535, "; 0 picks a free port")
-_workers = _integer("a number of processes", 1, 64)
-_replicas = _integer("a number of pods", 1, None)
-
-
-def _parse_seconds(text: str, *, positive: bool) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    # One message for the whole rule: "-3" and "0" are refused in the same words.
-    if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
-        rule = "> 0" if positive else ">= 0"
-        raise argparse.ArgumentTypeError(f"must be a finite number {rule} (got {text!r})")
-    return seconds
-
-
-def _seconds(text: str) -> float:
-    return _parse_seconds(text, positive=False)
-
-
-def _positive_seconds(text: str) -> float:
-    return _parse_seconds(text, positive=True)
+_port = _argument(port)
+# The demo checks the upper bound (DemoConfig), naming --workers.
+_workers = _argument(partial(integer, what="a number of processes", low=1, high=None))
+_replicas = _argument(partial(integer, what="a number of pods", low=1, high=None))
+_seconds = _argument(partial(seconds, positive=False))
+_positive_seconds = _argument(partial(seconds, positive=True))
 
 
 #: The environment variable the demo takes its database from when no option gives one.

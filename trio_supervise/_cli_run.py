@@ -47,18 +47,34 @@ class UsageError(Exception):
 # ----------------------------------------------------------------------------- values
 
 
-def _seconds(text: str, *, positive: bool) -> float:
+def seconds(text: str, *, positive: bool) -> float:
+    """A number of seconds, ``>= 0`` or (``positive``) ``> 0``, for every command's options."""
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"must be a number of seconds (got {text!r})") from None
-    if math.isnan(value) or math.isinf(value):
-        raise ValueError(f"must be a finite number of seconds (got {text!r})")
-    if positive and value <= 0:
-        raise ValueError(f"must be > 0 seconds (got {text!r})")
-    if value < 0:
-        raise ValueError(f"must be >= 0 seconds (got {text!r})")
+        raise ValueError(f"not a number of seconds: {text!r}") from None
+    # One message for the whole rule: "-3" and "0" are refused in the same words.
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        rule = "> 0" if positive else ">= 0"
+        raise ValueError(f"must be a finite number {rule} (got {text!r})")
     return value
+
+
+def integer(text: str, what: str, low: int, high: int | None, hint: str = "") -> int:
+    """An int in ``[low, high]`` (no upper bound for None); ``what`` names it in the error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"not {what}: {text!r}") from None
+    if value < low or (high is not None and value > high):
+        rule = f"must be >= {low}" if high is None else f"must be in [{low}, {high}]"
+        raise ValueError(f"{rule} (got {value}){hint}")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port, 0 for a free one."""
+    return integer(text, "a port number", 0, 65535, "; 0 picks a free port")
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -67,13 +83,12 @@ def _address(text: str) -> tuple[str, int]:
     if not sep:
         host, port_text = "127.0.0.1", text
     host = host.strip("[]") or "127.0.0.1"
+    if not port_text.strip().lstrip("+-").isdigit():
+        raise ValueError(f"must be HOST:PORT or PORT (got {text!r})")
     try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"must be HOST:PORT or PORT (got {text!r})") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port must be in [0, 65535] (got {text!r}); 0 picks a free port")
-    return host, port
+        return host, port(port_text)
+    except ValueError as exc:
+        raise ValueError(f"port {exc}") from None
 
 
 def _choice(choices: Sequence[str], *, upper: bool) -> Callable[[str], str]:
@@ -104,13 +119,13 @@ class Option:
 OPTIONS: Final = (
     Option(
         "shutdown-deadline",
-        lambda text: _seconds(text, positive=True),
+        lambda text: seconds(text, positive=True),
         30.0,
         "seconds the whole shutdown may take (default 30)",
     ),
     Option(
         "drain-delay",
-        lambda text: _seconds(text, positive=False),
+        lambda text: seconds(text, positive=False),
         0.0,
         "seconds to keep serving after SIGTERM while readiness says 503 (default 0)",
     ),
