@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gc
 import math
+import signal
 import statistics
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 import trio
 import trio.testing
@@ -129,3 +131,13 @@ class Reporter:
 
 #: A benchmark: runs with a config and reports through a reporter.
 Benchmark = Callable[[Config, Reporter], None]
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 30.0) -> None:
+    """SIGTERM ``process`` and wait for it (reading what it still writes); SIGKILL if it hangs."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()

@@ -11,7 +11,6 @@ the figure, with no target).
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Final
 
-from benchmarks._common import Config, Reporter, median, ratio
+from benchmarks._common import Config, Reporter, median, ratio, stop_process
 
 CHILDREN: Final = 10
 
@@ -67,12 +66,7 @@ def _spawn_to_ready(command: list[str], directory: Path) -> float:
                 pass
             return time.perf_counter() - start
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 def run(config: Config, reporter: Reporter) -> None:

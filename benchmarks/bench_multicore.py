@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Final
 
-from benchmarks._common import Config, Reporter, median, ratio
+from benchmarks._common import Config, Reporter, median, ratio, stop_process
 
 #: The work of one request: about 10 ms of pure Python on this machine.
 CPU_N: Final = 100_000
@@ -52,15 +51,6 @@ def _start_demo(workers: int, directory: Path) -> tuple[subprocess.Popen[str], s
     return process, match.group(1)
 
 
-def _stop_demo(process: subprocess.Popen[str]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-
-
 def _wrk(url: str, seconds: float) -> float:
     """Requests per second wrk measured; every response must be a 200."""
     result = subprocess.run(
@@ -87,7 +77,7 @@ def measure(workers: int, seconds: float, reps: int, directory: Path) -> float:
         _wrk(url, 1)  # warm-up: connections, caches
         return median([_wrk(url, seconds) for _ in range(reps)])
     finally:
-        _stop_demo(process)
+        stop_process(process)
 
 
 def run(config: Config, reporter: Reporter) -> None:

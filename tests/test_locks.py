@@ -105,10 +105,14 @@ async def test_a_broken_session_is_a_lost_lock(postgres_dsn: str) -> None:
 
 HOLDER = """
     import sys, trio
-    from trio_supervise.integrations.locks import PostgresLock
+    from trio_supervise.integrations.locks import EtcdLock, PostgresLock
 
     async def main():
-        async with PostgresLock(sys.argv[1], "killed").hold("doomed"):
+        kind, ttl, *where = sys.argv[1:]
+        lock = PostgresLock(where[0], "killed") if kind == "postgres" else EtcdLock(
+            where, "killed", ttl=int(ttl)
+        )
+        async with lock.hold("doomed"):
             print("holding", flush=True)
             await trio.sleep_forever()
 
@@ -116,30 +120,35 @@ HOLDER = """
 """
 
 
-async def test_the_lock_of_a_holder_killed_by_sigkill_is_free_within_2_seconds(
-    postgres_dsn: str,
-) -> None:
+async def takeover_after_sigkill(lock: PostgresLock | EtcdLock, *holder_args: str) -> float:
+    """Seconds from a SIGKILL of a process holding ``lock`` until this one holds it."""
     holder = subprocess.Popen(  # noqa: ASYNC220 - it must be killed by hand
-        [sys.executable, "-c", textwrap.dedent(HOLDER), postgres_dsn],
+        [sys.executable, "-c", textwrap.dedent(HOLDER), *holder_args],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert holder.stdout is not None
         assert await trio.to_thread.run_sync(holder.stdout.readline) == "holding\n"
-        lock = PostgresLock(postgres_dsn, "killed")
         assert await lock.holder() == "doomed"
         holder.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         with trio.fail_after(FAIL_SAFE):
             async with lock.hold("heir"):
-                took = time.monotonic() - killed_at
+                return time.monotonic() - killed_at
     finally:
         if holder.poll() is None:
             holder.kill()
         holder.wait()
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+async def test_the_lock_of_a_holder_killed_by_sigkill_is_free_within_2_seconds(
+    postgres_dsn: str,
+) -> None:
+    lock = PostgresLock(postgres_dsn, "killed")
+    took = await takeover_after_sigkill(lock, "postgres", "0", postgres_dsn)
     print(f"\nSIGKILLed holder's lock taken over {took * 1000:.0f} ms later")
     assert took < 2.0
 
@@ -320,35 +329,7 @@ async def test_etcd_the_lock_of_a_killed_holder_is_free_within_ttl_plus_1(
 ) -> None:
     ttl = 2
     endpoints = [member.client_url for member in etcd_cluster]
-    code = textwrap.dedent(
-        f"""
-        import sys, trio
-        from trio_supervise.integrations.locks import EtcdLock
-
-        async def main():
-            async with EtcdLock(sys.argv[1:], "killed", ttl={ttl}).hold("doomed"):
-                print("holding", flush=True)
-                await trio.sleep_forever()
-
-        trio.run(main)
-        """
-    )
-    holder = subprocess.Popen(  # noqa: ASYNC220 - it must be killed by hand
-        [sys.executable, "-c", code, *endpoints], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None
-        assert await trio.to_thread.run_sync(holder.stdout.readline) == "holding\n"
-        holder.send_signal(signal.SIGKILL)
-        killed_at = time.monotonic()
-        with trio.fail_after(FAIL_SAFE):
-            async with EtcdLock(endpoints, "killed", ttl=ttl).hold("heir"):
-                took = time.monotonic() - killed_at
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-        holder.wait()
-        if holder.stdout is not None:
-            holder.stdout.close()
+    lock = EtcdLock(endpoints, "killed", ttl=ttl)
+    took = await takeover_after_sigkill(lock, "etcd", str(ttl), *endpoints)
     print(f"\nSIGKILLed etcd holder's lock taken over {took:.2f}s later (ttl {ttl}s)")
     assert took < ttl + 1

@@ -576,6 +576,11 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def _url_host(host: str) -> str:
+    """``host`` as a URL writes it: an IPv6 address in brackets."""
+    return f"[{host.strip('[]')}]" if ":" in host else host
+
+
 def _node(tree: SupervisorTree, info: ChildInfo) -> dict[str, Any]:
     node: dict[str, Any] = {
         "name": info.name,
@@ -632,7 +637,6 @@ class DemoService:
         # them, a worker serves the socket it inherited.
         self._listener = listener
         self.is_worker = config.worker_fd is not None
-        self.is_parent = listener is not None
         # The parent's drain delay is its workers': they keep serving the HTTP port for it.
         self.drain = DrainDelay(0.0 if self.is_parent else config.drain_delay)
         self.metrics = TreeMetrics()
@@ -666,6 +670,11 @@ class DemoService:
         self.tree: SupervisorTree | None = None
         # The function that detaches the metrics; None until attached.
         self._detach_metrics: Callable[[], None] | None = None
+
+    @property
+    def is_parent(self) -> bool:
+        """True for the parent of worker processes (``--workers`` > 1)."""
+        return self._listener is not None
 
     # -------------------------------------------------------------------------- the tree
 
@@ -704,7 +713,7 @@ class DemoService:
             self.websocket.child_spec(),
             self.http.child_spec("admin" if self.is_parent else "http"),
         ]
-        if self._listener is not None:
+        if self._listener is not None:  # the parent of workers
             config = self.config
             children.append(
                 workers_spec(
@@ -729,10 +738,8 @@ class DemoService:
     @property
     def ws_url(self) -> str:
         """``ws://HOST:PORT/ws`` with the bound port (a worker's is its parent's)."""
-        host = self.config.host
-        ws_host = f"[{host.strip('[]')}]" if ":" in host else host
         port = self.websocket.port if self.websocket is not None else self.config.ws_port
-        return f"ws://{ws_host}:{port}{WS_PATH}"
+        return f"ws://{_url_host(self.config.host)}:{port}{WS_PATH}"
 
     def ready_line(self) -> str:
         """``ready http=http://HOST:PORT ws=ws://HOST:PORT/ws`` with the bound ports.
@@ -744,8 +751,8 @@ class DemoService:
             return f"worker ready http={self.http.bound[0]}"
         if self._listener is not None:
             host, port = self._listener.getsockname()[:2]
-            shown = f"[{host}]" if ":" in host else host
-            return f"ready http=http://{shown}:{port} ws={self.ws_url} admin={self.http.bound[0]}"
+            http = f"http://{_url_host(host)}:{port}"
+            return f"ready http={http} ws={self.ws_url} admin={self.http.bound[0]}"
         return f"ready http={self.http.bound[0]} ws={self.ws_url}"
 
     async def _startup(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
