@@ -542,3 +542,26 @@ async def test_a_process_crash_restarts_its_task_siblings_one_for_all() -> None:
     assert isinstance(
         next(e for e in tree.history if e.kind is EventKind.CRASHED).error, ProcessExited
     )
+
+
+def test_without_logging_configured_a_childs_output_is_not_printed() -> None:
+    # The library never configures logging: Python's last-resort handler would otherwise
+    # print every WARNING, here every stderr line of the process child, on our stderr.
+    code = """
+        import sys, trio
+        from trio_supervise import ChildSpec, Ready, SupervisorSpec, supervisor_tree
+
+        child = [sys.executable, "-c", "import sys; print('oops', file=sys.stderr, flush=True)"
+                 "; print('up', flush=True); import time; time.sleep(100)"]
+
+        async def main():
+            spec = SupervisorSpec("app", [ChildSpec.process("p", child, ready=Ready.line("up"))])
+            async with supervisor_tree(spec) as tree:
+                assert "oops" in tree.info("p").output_tail
+
+        trio.run(main)
+    """
+    result = subprocess.run(
+        python(code), capture_output=True, text=True, timeout=FAIL_SAFE, check=False
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")

@@ -6,7 +6,7 @@ import enum
 import logging
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import NamedTuple, final
 
@@ -24,17 +24,21 @@ def log(
     exc_info: BaseException | bool | None = None,
     to: logging.Logger = logger,
     hook: str | None = None,
+    fields: Mapping[str, object] | None = None,
 ) -> None:
     """Log through ``to`` (the ``trio_supervise`` logger or a child of it) with ``path`` and
-    ``kind`` (and ``hook``, for a shutdown or reload hook) as extra fields.
+    ``kind`` (and ``hook``, for a shutdown or reload hook, and any other ``fields``) as extra
+    fields.
 
     With no handler anywhere (logging not configured) nothing is built: nobody would read
     it, and Python's last-resort handler would otherwise print our warnings to stderr.
     """
     if to.isEnabledFor(level) and to.hasHandlers():
-        extra = {"path": path, "kind": kind}
+        extra: dict[str, object] = {"path": path, "kind": kind}
         if hook is not None:
             extra["hook"] = hook
+        if fields:
+            extra.update(fields)
         to.log(level, message, *args, exc_info=exc_info, extra=extra)
 
 

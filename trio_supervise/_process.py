@@ -38,11 +38,12 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, final
+from typing import final
 
 import trio
 
 from ._errors import HealthCheckFailed, ProcessExited
+from ._events import log
 from ._process_spec import ProcessTarget, Ready, ReadyKind
 
 logger = logging.getLogger("trio_supervise.process")
@@ -286,7 +287,7 @@ class ProcessRun:
                     self._ready.set()
                 elif key == "STATUS":
                     self.status = value
-                    logger.info("%s: status: %s", self.path, value, extra=self._extra("notify"))
+                    self._log(logging.INFO, "PROCESS_STATUS", "notify", "status: %s", value)
                 elif key == "WATCHDOG" and value == "1":
                     self._last_watchdog = trio.current_time()
                 elif key == "WATCHDOG" and value == "trigger":
@@ -336,7 +337,7 @@ class ProcessRun:
     ) -> None:
         line = raw.decode("utf-8", "replace").rstrip("\r")
         self.tail.append(line)
-        logger.log(level, "%s: %s", self.path, line, extra=self._extra(stream_name))
+        self._log(level, "PROCESS_OUTPUT", stream_name, "%s", line)
         if pattern is not None and pattern.search(line):
             self._ready.set()
 
@@ -344,8 +345,18 @@ class ProcessRun:
         ready = self.target.ready
         return ready.pattern if ready is not None and ready.kind is ReadyKind.LINE else None
 
-    def _extra(self, stream_name: str) -> dict[str, Any]:
-        return {"path": self.path, "pid": self.pid, "stream": stream_name}
+    def _log(self, level: int, kind: str, stream_name: str, message: str, *args: object) -> None:
+        """A record of this run: ``path: message``, with ``path``, ``pid`` and ``stream``."""
+        log(
+            level,
+            f"%s: {message}",
+            self.path,
+            *args,
+            path=self.path,
+            kind=kind,
+            to=logger,
+            fields={"pid": self.pid, "stream": stream_name},
+        )
 
     # ------------------------------------------------------------------ exit and signals
 
@@ -395,12 +406,13 @@ class ProcessRun:
         self._signal_group(signal.SIGKILL)
         result = _reap(self.pid, self._pidfd)
         if result is None:
-            logger.error(
-                "%s: process %d did not die within %gs of SIGKILL; it is left to the guardian",
-                self.path,
+            self._log(
+                logging.ERROR,
+                "PROCESS_STUCK",
+                "-",
+                "process %d did not die within %gs of SIGKILL; it is left to the guardian",
                 self.pid,
                 KILL_WAIT,
-                extra=self._extra("-"),
             )
             return
         self._returncode = result

@@ -35,7 +35,9 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import trio
 
+from .._context import current_child_path
 from .._errors import SpecError
+from .._events import log
 
 if TYPE_CHECKING:
     import psycopg
@@ -48,6 +50,11 @@ POLL_EVERY: Final = 0.5
 PING_EVERY: Final = 0.5
 #: Seconds a connect or a statement may take.
 STATEMENT_TIMEOUT: Final = 5
+
+
+def _here(kind: str) -> dict[str, Any]:
+    """The fields of a lock's log record: the child that holds or waits, if any."""
+    return {"path": current_child_path(), "kind": kind, "to": logger}
 
 
 def advisory_key(key: str) -> int:
@@ -140,7 +147,7 @@ class PostgresLock:
                 await trio.to_thread.run_sync(self._ping, connection)
             except psycopg.Error as exc:
                 lease.lost_reason = f"the session holding {self!r} broke: {exc}"
-                logger.warning("%s", lease.lost_reason)
+                log(logging.WARNING, "%s", lease.lost_reason, **_here("LOCK_LOST"))
                 lease.lost.set()
                 return
 
@@ -243,7 +250,14 @@ class EtcdLock:
                     except (httpx.HTTPError, EtcdError) as exc:
                         # Waiting goes on through an election or an unreachable member; a
                         # lease granted before the failure expires by itself.
-                        logger.info("%r: still waiting (%s: %s)", self, type(exc).__name__, exc)
+                        log(
+                            logging.INFO,
+                            "%r: still waiting (%s: %s)",
+                            self,
+                            type(exc).__name__,
+                            exc,
+                            **_here("LOCK_WAITING"),
+                        )
                     lease_id = None
                     await trio.sleep(POLL_EVERY)
                 async with trio.open_nursery() as nursery:
@@ -309,7 +323,7 @@ class EtcdLock:
                     f"{self!r}: its lease was not renewed ({problem}); stopped while at least"
                     " a third of the ttl was left"
                 )
-                logger.warning("%s", lease.lost_reason)
+                log(logging.WARNING, "%s", lease.lost_reason, **_here("LOCK_LOST"))
                 lease.lost.set()
                 return
 
