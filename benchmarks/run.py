@@ -5,7 +5,7 @@ Usage::
     python -m benchmarks                 # everything, default sizes (about 2.5 minutes)
     python -m benchmarks --quick         # every benchmark with tiny sizes (about 3 seconds)
     python -m benchmarks --only core     # some: start_stop restart memory scaling shutdown http
-                                         # core multicore process cli process
+                                         # core multicore process cli singleton
     python benchmarks/run.py ...         # the same
 
 Exit status 0, or with ``--strict`` 1 when a target is missed.
@@ -37,6 +37,7 @@ from benchmarks import (
     bench_restart,
     bench_scaling,
     bench_shutdown,
+    bench_singleton,
     bench_start_stop,
 )
 from benchmarks._common import QUICK, Config, Reporter
@@ -52,6 +53,7 @@ BENCHMARKS = (
     "multicore",
     "process",
     "cli",
+    "singleton",
 )
 
 
@@ -127,6 +129,8 @@ def main(argv: Sequence[str] | None = None, reporter: Reporter | None = None) ->
             bench_process.run(config, r)
         if "cli" in selected:
             bench_cli.run(config, r)
+        if "singleton" in selected:
+            bench_singleton.run(config, r)
     finally:
         if gc_was_enabled:
             gc.enable()

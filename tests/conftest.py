@@ -1,233 +1,47 @@
-"""Fixtures shared by the test suite."""
+"""Fixtures shared by the test suite: real servers from ``servers``, skipped where missing."""
 
 from __future__ import annotations
 
 import contextlib
-import glob
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
-import attrs
 import pytest
-
-# ------------------------------------------------------------------ PostgreSQL test server
-
-POSTGRES_INSTALL_HINT = (
-    "install the PostgreSQL server with `.ci/install-postgres` (on Debian or Ubuntu:"
-    " `apt-get install postgresql`), or put a directory holding initdb and pg_ctl on PATH"
+from servers import (
+    POSTGRES_TEST_DATABASE,
+    EtcdMember,
+    PostgresServer,
+    Unavailable,
+    postgres_server,
 )
-
-#: The database the ``postgres_dsn`` fixture creates for the tests.
-POSTGRES_TEST_DATABASE = "trio_supervise_test"
-
-# The server refuses to run as root, so as root it runs as this user.
-_POSTGRES_USER = "postgres"
-
-
-def _version_key(bindir: str) -> tuple[int, ...]:
-    """``/usr/lib/postgresql/15/bin`` -> ``(15,)``, for picking the newest install."""
-    version = Path(bindir).parent.name
-    return tuple(int(part) for part in version.split(".") if part.isdigit())
-
-
-def _postgres_bindir() -> Path | None:
-    """The directory holding ``initdb`` and ``pg_ctl``: from PATH, else the newest Debian one.
-
-    ``PG_LIB_DIR`` replaces ``/usr/lib/postgresql`` (as for ``.ci/install-postgres``).
-    """
-    initdb = shutil.which("initdb")
-    if initdb is not None:
-        # Debian links them into PATH by hand at most; the real directory holds both.
-        bindir = Path(os.path.realpath(initdb)).parent
-        if (bindir / "pg_ctl").exists():
-            return bindir
-    lib_dir = os.environ.get("PG_LIB_DIR", "/usr/lib/postgresql")
-    found = sorted(
-        (os.path.dirname(path) for path in glob.glob(os.path.join(lib_dir, "*/bin/initdb"))),
-        key=_version_key,
-    )
-    for directory in reversed(found):
-        if os.path.exists(os.path.join(directory, "pg_ctl")):
-            return Path(directory)
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120)
-
-
-def _describe(result: subprocess.CompletedProcess[str], log: Path | None = None) -> str:
-    text = (
-        f"{' '.join(result.args)} exited with {result.returncode}\n{result.stdout}{result.stderr}"
-    )
-    if log is not None and log.exists():
-        text += f"\nserver log:\n{log.read_text(errors='replace')}"
-    return text
-
-
-@attrs.define(eq=False)
-class PostgresServer:
-    """A real PostgreSQL server in a temporary directory, which a test may stop and start.
-
-    It listens on 127.0.0.1 at ``port`` (the same after a restart) with its Unix socket in
-    ``root``, trust authentication and ``fsync`` off: the tests need no crash safety.
-    """
-
-    bindir: Path
-    # runuser -u postgres -- when the tests run as root: the server refuses to run as root.
-    prefix: list[str]
-    root: Path
-    port: int = 0
-    running: bool = False
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "server.log"
-
-    @property
-    def url(self) -> str:
-        """The server's URL without a database."""
-        return f"postgresql://postgres@127.0.0.1:{self.port}"
-
-    def _pg_ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return _run(
-            [*self.prefix, str(self.bindir / "pg_ctl"), "-D", str(self.data), *args], self.root
-        )
-
-    def init(self) -> None:
-        initdb = _run(
-            [
-                *self.prefix,
-                str(self.bindir / "initdb"),
-                "-D",
-                str(self.data),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--no-locale",
-                "--no-sync",
-            ],
-            self.root,
-        )
-        if initdb.returncode != 0:
-            raise RuntimeError(f"initdb failed: {_describe(initdb)}")
-        # The port is free when picked but could be taken before the server binds it.
-        for _attempt in range(3):
-            self.port = _free_port()
-            started = self._start()
-            if self.running:
-                return
-            if "could not bind" not in self.log.read_text(errors="replace"):
-                break
-        raise RuntimeError(f"PostgreSQL did not start: {_describe(started, self.log)}")
-
-    def _start(self) -> subprocess.CompletedProcess[str]:
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -F"
-        started = self._pg_ctl("-l", str(self.log), "-w", "-t", "60", "-o", options, "start")
-        self.running = started.returncode == 0
-        return started
-
-    def start(self) -> None:
-        """Start the server again on its port; return once it takes connections."""
-        started = self._start()
-        if not self.running:
-            raise RuntimeError(f"PostgreSQL did not start: {_describe(started, self.log)}")
-
-    def stop(self, mode: str = "fast") -> None:
-        """``pg_ctl stop -m mode``: ``fast`` ends every session and refuses new ones."""
-        stop = self._pg_ctl("-m", mode, "-w", "-t", "60", "stop")
-        if stop.returncode != 0:
-            raise RuntimeError(f"PostgreSQL did not stop: {_describe(stop, self.log)}")
-        self.running = False
-
-    def create_database(self, name: str) -> str:
-        """Create database ``name``; return its DSN."""
-        import psycopg
-
-        with psycopg.connect(f"{self.url}/postgres", autocommit=True) as connection:
-            connection.execute(f"CREATE DATABASE {name}")
-        return f"{self.url}/{name}"
+from servers import (
+    etcd_cluster as start_etcd_cluster,
+)
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
-    """A fresh, started ``PostgresServer``, stopped and removed at the end.
-
-    The server runs from the installed binaries (``initdb``/``pg_ctl`` on PATH or in
-    ``/usr/lib/postgresql/*/bin``), as the ``postgres`` user when the tests run as root.
-    Without the binaries the test is skipped, with the reason saying how to install them;
-    once they exist, a server that fails to start is an error, not a skip.
-    """
-    bindir = _postgres_bindir()
-    if bindir is None:
-        pytest.skip(
-            f"PostgreSQL server binaries (initdb, pg_ctl) not found; {POSTGRES_INSTALL_HINT}"
-        )
-    prefix: list[str] = []
-    owner: pwd.struct_passwd | None = None
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwnam(_POSTGRES_USER)
-        except KeyError:
-            pytest.skip(
-                f"the tests run as root and PostgreSQL refuses to; there is no {_POSTGRES_USER!r}"
-                f" user to run it as; {POSTGRES_INSTALL_HINT} (the package creates the user)"
-            )
-        runuser = shutil.which("runuser")
-        if runuser is None:
-            pytest.skip(
-                "the tests run as root and `runuser` (util-linux) is missing to run"
-                f" PostgreSQL as {_POSTGRES_USER!r}; install util-linux"
-            )
-        prefix = [runuser, "-u", _POSTGRES_USER, "--"]
-    pytest.importorskip(
-        "psycopg", reason="psycopg is missing; install it with `pip install -e '.[test]'`"
-    )
-    # Not pytest's tmp_path: its parents are private to root, and the server's user must
-    # reach its data directory.
-    root = Path(tempfile.mkdtemp(prefix="trio-supervise-postgres-"))
-    if owner is not None:
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-    server = PostgresServer(bindir, prefix, root)
+def _skipped_if_unavailable() -> Iterator[None]:
     try:
-        server.init()
-        yield server
-    finally:
-        if server.running:
-            try:
-                server.stop()
-            except RuntimeError:
-                server.stop("immediate")
-        shutil.rmtree(root, ignore_errors=True)
+        yield
+    except Unavailable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
     """A DSN for a fresh database on a real PostgreSQL server started for this session."""
-    with postgres_server() as server:
+    with _skipped_if_unavailable(), postgres_server() as server:
         yield server.create_database(POSTGRES_TEST_DATABASE)
 
 
 @pytest.fixture
 def own_postgres_server() -> Iterator[PostgresServer]:
     """A PostgreSQL server of the test's own, for a test that stops and starts it."""
-    with postgres_server() as server:
+    with _skipped_if_unavailable(), postgres_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[EtcdMember]]:
+    """Three etcd members on 127.0.0.1, for the session."""
+    with _skipped_if_unavailable(), start_etcd_cluster(tmp_path_factory.mktemp("etcd")) as members:
+        yield members

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -29,9 +30,9 @@ import h11
 import httpx
 import pytest
 import trio
-from conftest import PostgresServer
 from database_helpers import Proxy, server_port, through
 from prometheus_client.parser import text_string_to_metric_families
+from servers import PostgresServer
 from trio_websocket import CloseReason, ConnectionClosed, ConnectionRejected
 from websocket_client import open_client, open_unread_client
 
@@ -516,6 +517,61 @@ async def test_sigterm_drains_everything_postgres(tmp_path: Path, postgres_datab
     stored = await trio.to_thread.run_sync(read_notes)
     outcome.check_stored(stored)
     assert outcome.broadcast_ids <= stored.keys()
+
+
+# ------------------------------------------------------- two demos on one database
+
+
+async def compaction_of(client: httpx.AsyncClient, demo: Demo) -> dict[str, Any]:
+    return find_node((await get_tree(client, demo.base))["tree"], "workers/compaction")
+
+
+async def until_compaction(
+    client: httpx.AsyncClient, demo: Demo, state: str, holder: str
+) -> dict[str, Any]:
+    with trio.fail_after(FAIL_SAFE):
+        while True:
+            node = await compaction_of(client, demo)
+            if (node["state"], node.get("lock_holder")) == (state, holder):
+                return node
+            await trio.sleep(0.05)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_two_demos_on_one_database_take_turns_at_the_compaction(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    db = str(tmp_path / "demo.db")
+    if kind == "postgresql":
+        db = request.getfixturevalue("postgres_database")
+    async with (
+        run_demo_process(tmp_path, db, "--drain-delay", "0") as first,
+        run_demo_process(tmp_path, db, "--drain-delay", "0") as second,
+        http_client() as client,
+    ):
+        names = [f"{socket.gethostname()}:{demo.process.pid}" for demo in (first, second)]
+        await until_compaction(client, first, "running", names[0])
+        await until_compaction(client, second, "starting", names[0])  # waits, names the holder
+        ready = await client.get(f"{second.base}/health/ready")
+        assert ready.status_code == 200  # waiting is no reason to take a replica out
+        first.process.send_signal(signal.SIGTERM)
+        stopped_at = trio.current_time()
+        await until_compaction(client, second, "running", names[1])
+        handover = trio.current_time() - stopped_at
+        with trio.fail_after(FAIL_SAFE):
+            assert await first.process.wait() == 0
+        assert (await compaction_of(client, second))["restarts"] == 0
+    if kind == "sqlite":
+        with sqlite3.connect(db) as connection:
+            rows = connection.execute("SELECT replica FROM compactions ORDER BY id").fetchall()
+        connection.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(db) as pg:
+            rows = pg.execute("SELECT replica FROM compactions ORDER BY id").fetchall()
+    assert [replica for (replica,) in rows] == names
+    print(f"\n{kind}: compaction handed over {handover:.2f} s after SIGTERM")
 
 
 # ---------------------------------------------------- a WebSocket client that never reads
@@ -1725,6 +1781,7 @@ async def test_tree_and_metrics_show_the_flaky_restarts(running_demo: Running) -
         assert [child["name"] for child in root["children"]] == ["workers", "websocket", "http"]
         assert [child["path"] for child in find_node(root, "workers")["children"]] == [
             "workers/notes-counter",
+            "workers/compaction",
             "workers/flaky",
         ]
         flaky = find_node(root, "workers/flaky/worker")
@@ -1747,7 +1804,8 @@ async def test_tree_and_metrics_show_the_flaky_restarts(running_demo: Running) -
     restarts = samples[("trio_supervise_child_restarts_total", (("path", "workers/flaky/worker"),))]
     assert restarts >= flaky["restarts"] >= 2
     assert samples[("trio_supervise_child_crashes_total", (("path", "workers/flaky/worker"),))] >= 2
-    for path in ("http", "websocket", "workers", "workers/notes-counter", "workers/flaky"):
+    paths = ("http", "websocket", "workers", "workers/notes-counter", "workers/compaction")
+    for path in (*paths, "workers/flaky"):
         assert samples[("trio_supervise_child_up", (("path", path),))] == 1.0
         assert samples[("trio_supervise_child_restarts_total", (("path", path),))] == 0.0
     assert samples[("trio_supervise_tree_ready", ())] == 1.0
@@ -1810,14 +1868,14 @@ def test_parsers_accept_the_edges() -> None:
 def private_imports(source: str) -> list[str]:
     """What ``source`` imports of the package that a user's program could not.
 
-    A user imports ``trio_supervise`` (the names of its ``__init__``) and the public
-    ``trio_supervise.integrations.*`` modules: no relative import, no ``_module``, no
-    ``_name``.
+    A user imports ``trio_supervise`` (the names of its ``__init__``), ``trio_supervise.testing``
+    and the public ``trio_supervise.integrations.*`` modules: no relative import, no
+    ``_module``, no ``_name``.
     """
 
     def public_module(module: str) -> bool:
         parts = module.split(".")
-        return module == "trio_supervise" or (
+        return module in ("trio_supervise", "trio_supervise.testing") or (
             parts[:2] == ["trio_supervise", "integrations"]
             and len(parts) > 2
             and not any(part.startswith("_") for part in parts)
@@ -1973,7 +2031,7 @@ async def test_a_locked_sqlite_database_gets_503_and_reads_do_not_wait(tmp_path:
         listing = await client.get(f"{base}/notes")
         assert [note["text"] for note in listing.json()["notes"]] == ["before", "after"]
         await stop_cleanly(demo)
-    assert "Traceback" not in demo.stderr()
+    assert "Traceback" not in demo.stderr(), demo.stderr()
     assert f"unavailable: the SQLite database {str(path)!r} is locked" in demo.stderr()
 
 
@@ -2023,7 +2081,7 @@ async def test_postgres_down_gets_503_and_readiness_says_why(
             assert [note["text"] for note in listing.json()["notes"]] == ["before", "after"]
             await stop_cleanly(demo)
         proxy.stop()
-    assert "Traceback" not in demo.stderr()
+    assert "Traceback" not in demo.stderr(), demo.stderr()
 
 
 # --------------------------------------------------- riding out a PostgreSQL outage

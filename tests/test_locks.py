@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
-from typing import BinaryIO
+from pathlib import Path
 
-import attrs
-import httpx
 import psycopg
 import pytest
 import trio
+from servers import EtcdMember
 
 from trio_supervise import SpecError
 from trio_supervise.integrations.locks import (
     EtcdLock,
+    FileLock,
     PostgresLock,
     advisory_key,
     default_holder,
@@ -105,13 +102,16 @@ async def test_a_broken_session_is_a_lost_lock(postgres_dsn: str) -> None:
 
 HOLDER = """
     import sys, trio
-    from trio_supervise.integrations.locks import EtcdLock, PostgresLock
+    from trio_supervise.integrations.locks import EtcdLock, FileLock, PostgresLock
 
     async def main():
         kind, ttl, *where = sys.argv[1:]
-        lock = PostgresLock(where[0], "killed") if kind == "postgres" else EtcdLock(
-            where, "killed", ttl=int(ttl)
-        )
+        if kind == "postgres":
+            lock = PostgresLock(where[0], "killed")
+        elif kind == "file":
+            lock = FileLock(where[0])
+        else:
+            lock = EtcdLock(where, "killed", ttl=int(ttl))
         async with lock.hold("doomed"):
             print("holding", flush=True)
             await trio.sleep_forever()
@@ -120,7 +120,9 @@ HOLDER = """
 """
 
 
-async def takeover_after_sigkill(lock: PostgresLock | EtcdLock, *holder_args: str) -> float:
+async def takeover_after_sigkill(
+    lock: PostgresLock | EtcdLock | FileLock, *holder_args: str
+) -> float:
     """Seconds from a SIGKILL of a process holding ``lock`` until this one holds it."""
     holder = subprocess.Popen(  # noqa: ASYNC220 - it must be killed by hand
         [sys.executable, "-c", textwrap.dedent(HOLDER), *holder_args],
@@ -153,95 +155,59 @@ async def test_the_lock_of_a_holder_killed_by_sigkill_is_free_within_2_seconds(
     assert took < 2.0
 
 
+# ------------------------------------------------------------------------------- file
+
+
+async def test_a_file_lock_has_one_holder_at_a_time_and_names_it(tmp_path: Path) -> None:
+    lock = FileLock(tmp_path / "lock")
+    assert await lock.holder() is None  # no file yet
+    seen: list[str | None] = []
+    b_holds = trio.Event()
+
+    async def second() -> None:
+        async with FileLock(tmp_path / "lock").hold("replica-b", report_holder=seen.append):
+            assert await lock.holder() == "replica-b"
+            b_holds.set()
+
+    with trio.fail_after(FAIL_SAFE):
+        async with trio.open_nursery() as nursery:
+            async with lock.hold("replica-a"):
+                assert await lock.holder() == "replica-a"
+                nursery.start_soon(second)
+                await trio.sleep(0.7)
+                assert not b_holds.is_set()
+            await b_holds.wait()
+    assert seen[:2] == ["replica-a", "replica-a"]  # b named the holder while it waited
+    assert await lock.holder() is None
+    assert (tmp_path / "lock").exists()  # left in place for the next replica
+
+
+async def test_a_killed_holders_file_lock_is_free_at_once(tmp_path: Path) -> None:
+    took = await takeover_after_sigkill(
+        FileLock(tmp_path / "lock"), "file", "0", str(tmp_path / "lock")
+    )
+    print(f"\nSIGKILLed holder's file lock taken over {took * 1000:.0f} ms later")
+    assert took < 0.2  # the next poll (FILE_POLL_EVERY)
+
+
+@pytest.mark.parametrize("path", ["", None, 3])
+def test_bad_file_lock_specs_are_refused(path: object) -> None:
+    with pytest.raises(SpecError, match="FileLock: path must be a non-empty file path"):
+        FileLock(path)  # type: ignore[arg-type]
+
+
+async def test_an_error_in_the_holding_body_comes_out_as_itself(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    # Not wrapped in the ExceptionGroup of the lock's watcher nursery.
+    for lock in (FileLock(tmp_path / "lock"), PostgresLock(postgres_dsn, "raises")):
+        with pytest.raises(KeyError, match="inside"):
+            async with lock.hold("a"):
+                raise KeyError("inside")
+        assert await lock.holder() is None
+
+
 # ------------------------------------------------------------------------------- etcd
-
-
-@attrs.define(eq=False)
-class EtcdMember:
-    name: str
-    client_url: str
-    process: subprocess.Popen[bytes]
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-@pytest.fixture(scope="module")
-def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[EtcdMember]]:
-    """Three etcd members on 127.0.0.1 (Debian's etcd-server, installed by .ci/install-etcd)."""
-    binary = shutil.which("etcd")
-    if binary is None:
-        pytest.skip("etcd is not installed here (.ci/install-etcd installs Debian's etcd-server)")
-    root = tmp_path_factory.mktemp("etcd")
-    ports = _free_ports(6)
-    names = ["m1", "m2", "m3"]
-    peers = {name: f"http://127.0.0.1:{ports[3 + i]}" for i, name in enumerate(names)}
-    cluster = ",".join(f"{name}={url}" for name, url in peers.items())
-    members: list[EtcdMember] = []
-    logs: list[BinaryIO] = []
-    try:
-        for i, name in enumerate(names):
-            client = f"http://127.0.0.1:{ports[i]}"
-            log = (root / f"{name}.log").open("wb")
-            logs.append(log)
-            process = subprocess.Popen(
-                [
-                    binary,
-                    "--name",
-                    name,
-                    "--data-dir",
-                    str(root / name),
-                    "--listen-client-urls",
-                    client,
-                    "--advertise-client-urls",
-                    client,
-                    "--listen-peer-urls",
-                    peers[name],
-                    "--initial-advertise-peer-urls",
-                    peers[name],
-                    "--initial-cluster",
-                    cluster,
-                    "--initial-cluster-state",
-                    "new",
-                    "--initial-cluster-token",
-                    "trio-supervise-tests",
-                ],
-                stdout=log,
-                stderr=log,
-            )
-            members.append(EtcdMember(name, client, process))
-        deadline = time.monotonic() + FAIL_SAFE
-        for member in members:
-            while True:
-                try:
-                    if (
-                        httpx.get(f"{member.client_url}/health", trust_env=False)
-                        .json()
-                        .get("health")
-                        == "true"
-                    ):
-                        break
-                except (httpx.HTTPError, ValueError):
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"etcd member {member.name} never became healthy")
-                time.sleep(0.05)
-        yield members
-    finally:
-        for member in members:
-            member.process.send_signal(signal.SIGCONT)
-            member.process.kill()
-            member.process.wait()
-        for opened in logs:
-            opened.close()
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from trio_supervise import (
     Backoff,
     Band,
     ChildSpec,
+    ChildState,
     Event,
     EventKind,
     Restart,
@@ -29,7 +30,15 @@ from trio_supervise import (
     supervisor_tree,
 )
 from trio_supervise.integrations.metrics import TreeMetrics
-from trio_supervise.testing import crash_after, flaky, return_after, sleeper, slow_stop
+from trio_supervise.testing import (
+    MemoryLock,
+    crash_after,
+    flaky,
+    return_after,
+    sleeper,
+    slow_stop,
+    wait_state,
+)
 
 Scrape = dict[str, dict[str, float]]
 
@@ -808,3 +817,44 @@ async def test_a_supervisor_started_after_attach_has_its_intensity_series(
             "workers": 0.0,
             "workers/flaky": 0.0,
         }
+
+
+async def test_a_singleton_is_up_only_while_it_holds_its_lock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    lock = MemoryLock()
+    metrics = TreeMetrics()
+
+    async def attach() -> None:
+        metrics.attach(current_tree())
+
+    spec = SupervisorSpec(
+        "app",
+        [
+            ChildSpec("attach", attach, restart=Restart.TEMPORARY),
+            ChildSpec.singleton("s", sleeper(), lock=lock),
+        ],
+    )
+    elsewhere = lock.hold("elsewhere")
+    await elsewhere.__aenter__()
+    async with supervisor_tree(spec) as tree, trio.open_nursery() as nursery:
+        await trio.sleep(1)
+        assert per_path(scrape(metrics), "child_up")["s"] == 0.0  # waiting
+        await elsewhere.__aexit__(None, None, None)
+        await wait_state(tree, "s", ChildState.RUNNING)
+        assert per_path(scrape(metrics), "child_up")["s"] == 1.0
+
+        async def take_over() -> None:
+            async with lock.hold("other"):
+                await trio.sleep_forever()
+
+        nursery.start_soon(take_over)
+        await trio.sleep(1)
+        lock.lose()
+        await wait_state(tree, "s", ChildState.STARTING)
+        await trio.sleep(1)
+        samples = scrape(metrics)
+        assert per_path(samples, "child_up")["s"] == 0.0
+        assert per_path(samples, "child_restarts_total")["s"] == 0.0
+        assert events_total(samples)["lock_lost"] == 1.0
+        nursery.cancel_scope.cancel()

@@ -405,8 +405,10 @@ async def test_stopping_a_process_child_stops_its_whole_group() -> None:
             grandchild = int(tree.info("p").output_tail[0])
             leader = tree.info("p").pid
             assert leader is not None
-    assert not alive(grandchild)
     assert not alive(leader)
+    # Signalled with its group; a signal is delivered in its own time, so under load the
+    # grandchild may take a moment to die (seen once in a full run: still alive here).
+    await wait_gone(grandchild, within=2.0)
     with pytest.raises(ChildProcessError):
         os.waitpid(leader, os.WNOHANG)  # noqa: ASYNC222 - it does not wait: reaped already
 

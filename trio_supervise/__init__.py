@@ -29,6 +29,8 @@ from ._shutdown import DrainDelay as DrainDelay
 from ._shutdown import HookResult as HookResult
 from ._shutdown import ShutdownHook as ShutdownHook
 from ._shutdown import ShutdownReport as ShutdownReport
+from ._singleton import Lock as Lock
+from ._singleton import LockLease as LockLease
 from ._spec import AutoShutdown as AutoShutdown
 from ._spec import Backoff as Backoff
 from ._spec import ChildSpec as ChildSpec

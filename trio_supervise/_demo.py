@@ -22,6 +22,10 @@ The tree::
       startup    temporary: attaches the metrics, prints the ready line, returns
       workers    (one_for_one, backoff 1 s doubling to 5 s: rides out a database outage)
         notes-counter  counts the notes every few seconds and logs the count
+        compaction     a singleton: on one replica at a time (two demos on one database),
+                       records its turn in ``compactions`` and checkpoints the database
+                       every ``compact_every`` seconds; the lock is the database's own
+                       (``compaction_lock``), and a stopped or killed holder hands over
         flaky          (one_for_one, backoff)
           worker       crashes every ``flaky_period`` seconds, on purpose
       websocket  WebSocketServer
@@ -62,7 +66,8 @@ HTTP, which never reaches the app, gets hypercorn's own empty 400, 431 or 501):
   then 200 ``{"slept": S}``; 422 for a missing or bad ``seconds``.
 * ``GET /cpu?n=N``: pure Python that holds the GIL (``n`` steps, default ``CPU_N``, at most
   ``MAX_CPU_N``), then 200 ``{"n", "sum", "pid"}``: the load ``--workers`` spreads over cores.
-* ``GET /tree``: the live tree (name, path, kind, state, restarts, last error, children),
+* ``GET /tree``: the live tree (name, path, kind, state, restarts, last error, children,
+  and for the singleton ``lock_holder``, the replica running it),
   the health, whether the shutdown runs, the HTTP requests in flight (this one included) and
   the open WebSocket connections.
 * Unknown paths get 404 (a trailing slash makes an unknown path), wrong methods 405, both
@@ -92,6 +97,7 @@ import re
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, Final, TextIO, final
@@ -114,6 +120,7 @@ from trio_supervise import (
     ChildSpec,
     ChildState,
     DrainDelay,
+    Lock,
     Restart,
     ShutdownHook,
     SupervisionError,
@@ -127,11 +134,15 @@ from trio_supervise.integrations.database import (
     Database,
     DatabaseError,
     DatabaseUnavailable,
+    PostgresDatabase,
+    SQLiteDatabase,
     open_database,
 )
 from trio_supervise.integrations.http import READY_PATH, HTTPServer, health_app
+from trio_supervise.integrations.locks import FileLock, PostgresLock, default_holder
 from trio_supervise.integrations.metrics import TreeMetrics
 from trio_supervise.integrations.websocket import WebSocketServer
+from trio_supervise.testing import MemoryLock
 
 from ._demo_workers import open_listener, workers_spec
 
@@ -187,6 +198,13 @@ WS_PATH: Final = "/ws"
 
 # Migration 1; never edit it once released (``Database.migrate`` checks its checksum).
 _NOTES_TABLE: Final = "CREATE TABLE IF NOT EXISTS notes (id {auto_id}, text TEXT NOT NULL)"
+# Migration 2: one row per turn of the compaction singleton (``started``: Unix time).
+_COMPACTIONS_TABLE: Final = (
+    "CREATE TABLE IF NOT EXISTS compactions"
+    " (id {auto_id}, replica TEXT NOT NULL, started DOUBLE PRECISION NOT NULL)"
+)
+#: The PostgreSQL advisory lock key of the compaction singleton.
+COMPACTION_KEY: Final = "trio-supervise-demo:compaction"
 # SQLite's and PostgreSQL's (BIGINT) largest integer: a larger id names no note.
 _MAX_ID: Final = 2**63 - 1
 _MAX_ID_DIGITS: Final = len(str(_MAX_ID))
@@ -242,6 +260,7 @@ class DemoConfig:
       shutdown_deadline: seconds the whole shutdown may take; must exceed ``drain_delay``.
       flaky_period: seconds the flaky worker runs before each crash.
       count_every: seconds between two counts of the notes.
+      compact_every: seconds between two checkpoints of the compaction singleton.
       workers: HTTP worker processes; 1 serves HTTP in this process (see ``_demo_workers``).
       admin_port: with workers, the parent's own port for ``/tree``, ``/metrics`` and health.
       worker_fd: set in a worker process: the listening socket it inherited.
@@ -258,6 +277,7 @@ class DemoConfig:
     shutdown_deadline: float = 20.0
     flaky_period: float = 3.0
     count_every: float = 10.0
+    compact_every: float = 30.0
     workers: int = 1
     admin_port: int = 8002
     worker_fd: int | None = None
@@ -273,6 +293,7 @@ class DemoConfig:
         _check_number("--shutdown-deadline", self.shutdown_deadline, low=0, allow_low=False)
         _check_number("--flaky-period", self.flaky_period, low=0, allow_low=False)
         _check_number("count_every", self.count_every, low=0, allow_low=False)
+        _check_number("compact_every", self.compact_every, low=0, allow_low=False)
         if not isinstance(self.workers, int) or not 1 <= self.workers <= MAX_WORKERS:
             raise ValueError(f"--workers must be within [1, {MAX_WORKERS}] (got {self.workers!r})")
         _check_port("--admin-port", self.admin_port)
@@ -594,6 +615,8 @@ def _node(tree: SupervisorTree, info: ChildInfo) -> dict[str, Any]:
             else f"{type(info.last_error).__name__}: {info.last_error}"
         ),
     }
+    if info.lock_holder is not None:  # a singleton, held here or elsewhere
+        node["lock_holder"] = info.lock_holder
     if info.pid is not None or info.output_tail:  # a process child
         node["pid"] = info.pid
         node["status"] = info.status
@@ -667,6 +690,7 @@ class DemoService:
             body_timeout=BODY_TIMEOUT,
             fd=config.worker_fd,
         )
+        self.compaction_lock = compaction_lock(db, config.db)
         self.tree: SupervisorTree | None = None
         # The function that detaches the metrics; None until attached.
         self._detach_metrics: Callable[[], None] | None = None
@@ -693,6 +717,7 @@ class DemoService:
             return SupervisorSpec("demo-worker", [startup, self.http.child_spec()])
         background: list[ChildSpec | SupervisorSpec] = [
             ChildSpec("notes-counter", self._count_notes),
+            ChildSpec.singleton("compaction", self._compact, lock=self.compaction_lock),
             flaky,
         ]
         if self.is_parent:
@@ -776,6 +801,29 @@ class DemoService:
             [(count,)] = await self.db.execute("SELECT count(*) FROM notes")
             _log(logging.INFO, "%d note(s) stored", count, kind="NOTES_COUNT")
             await trio.sleep(self.config.count_every)
+
+    async def _compact(self) -> None:
+        # Only while this replica holds the lock: the checkpoints of two would contend.
+        replica, started = default_holder(), time.time()
+        _log(logging.INFO, "compaction: %s runs it now", replica, kind="COMPACTION")
+        recorded = False
+        while True:
+            try:
+                if not recorded:
+                    await self.db.insert(
+                        "INSERT INTO compactions (replica, started) VALUES (?, ?)",
+                        (replica, started),
+                    )
+                    recorded = True
+                await self.db.flush()
+            except DatabaseUnavailable as exc:
+                # A round that finds the database down is skipped, not a crash: it is
+                # what readiness reports, and the next round tries again.
+                _log(logging.WARNING, "compaction: round skipped: %s", exc, kind="COMPACTION")
+                await trio.sleep(DATABASE_RETRY_AFTER)
+                continue
+            _log(logging.DEBUG, "compaction: database checkpointed", kind="COMPACTION")
+            await trio.sleep(self.config.compact_every)
 
     async def _follow_notes(self) -> None:
         # The parent of workers: the notes are stored by the workers, so the WebSocket
@@ -994,6 +1042,19 @@ class DemoService:
 # ------------------------------------------------------------------------------ running
 
 
+def compaction_lock(db: Database, target: str) -> Lock:
+    """The lock of the compaction singleton: the database's own, shared by every demo on it.
+
+    PostgreSQL: an advisory lock (``COMPACTION_KEY``); a SQLite file: a lock file beside
+    it; ``:memory:``, which no other process can share: a lock of this process.
+    """
+    if isinstance(db, PostgresDatabase):
+        return PostgresLock(target, COMPACTION_KEY)
+    if isinstance(db, SQLiteDatabase) and db.path != ":memory:":
+        return FileLock(f"{db.path}.compaction.lock")
+    return MemoryLock()
+
+
 async def _open_notes_database(target: str) -> Database:
     """Open ``target`` and make the notes table (a migration).
 
@@ -1005,7 +1066,9 @@ async def _open_notes_database(target: str) -> Database:
     except (TypeError, ValueError, ImportError, DatabaseError) as exc:
         raise DemoStartError(f"--db: {exc}") from exc
     try:
-        await db.migrate([_NOTES_TABLE.format(auto_id=db.auto_id)])
+        await db.migrate(
+            [table.format(auto_id=db.auto_id) for table in (_NOTES_TABLE, _COMPACTIONS_TABLE)]
+        )
     except BaseException as exc:
         with trio.CancelScope(shield=True):
             await db.aclose()

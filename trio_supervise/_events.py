@@ -64,6 +64,10 @@ class EventKind(enum.Enum):
     STOP_TIMEOUT = "stop_timeout"
     #: A child's spec left the tree: a temporary child exited, or ``delete_child``.
     REMOVED = "removed"
+    #: A singleton child's replica came to hold its lock; the child runs (``detail``: holder).
+    LOCK_ACQUIRED = "lock_acquired"
+    #: A singleton child's lock was lost; it was stopped and waits again (``detail``: why).
+    LOCK_LOST = "lock_lost"
     #: A supervisor gave up; ``path`` is the supervisor's.
     INTENSITY_EXCEEDED = "intensity_exceeded"
     #: A child's health status changed; ``detail`` gives ``old -> new``.
@@ -84,6 +88,7 @@ _LEVELS = {
     EventKind.CRASHED.name: logging.WARNING,
     EventKind.START_FAILED.name: logging.WARNING,
     EventKind.STOP_TIMEOUT.name: logging.WARNING,
+    EventKind.LOCK_LOST.name: logging.WARNING,
     EventKind.INTENSITY_EXCEEDED.name: logging.ERROR,
 }
 

@@ -61,6 +61,8 @@ def child_health(child: Child, parent_down_on_purpose: bool = False) -> ChildHea
     state = child.state
     if state is ChildState.RUNNING:
         status = child.health
+    elif child.waiting_for_lock:
+        status = HealthStatus.HEALTHY  # waiting is a singleton's job on all replicas but one
     elif state in (ChildState.RESTARTING, ChildState.STARTING):
         status = HealthStatus.DEGRADED
     elif _stopped_against_policy(child, parent_down_on_purpose):

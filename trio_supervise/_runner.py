@@ -33,11 +33,13 @@ from ._errors import HealthCheckFailed
 from ._events import EventBus, EventKind, log
 from ._process import ProcessRun
 from ._process_spec import ProcessTarget
+from ._singleton import SingletonRun
 from ._spec import (
     ChildSpec,
     HealthCheck,
     HealthStatus,
     ServiceTarget,
+    SingletonTarget,
     SupervisorSpec,
     check_service_class,
 )
@@ -292,6 +294,17 @@ def _work(run: Run, task_status: trio.TaskStatus[None]) -> Awaitable[object]:
     if isinstance(spec.target, ProcessTarget):
         run.service = process = ProcessRun(spec.target, run.path, run.restarts)
         return process.run(task_status=Starter(run, task_status))
+    if isinstance(spec.target, SingletonTarget):
+        target = spec.target
+        run.service = singleton = SingletonRun(
+            run.path,
+            target.lock,
+            target.fn,
+            spec.args,
+            target.takes_task_status,
+            lambda holding, why: run.owner.post(LockChanged(run, holding, why)),
+        )
+        return singleton.run(Starter(run, task_status))
     return spec.target(*spec.args, task_status=Starter(run, task_status))
 
 
@@ -549,6 +562,16 @@ async def stop_at_once(
 async def _ask_service_until(run: Run, deadline: float) -> None:
     with trio.move_on_at(deadline):
         await run.ask_service()
+
+
+@final
+@attrs.define(eq=False)
+class LockChanged:
+    """Posted to the supervisor when a singleton run came to hold its lock, or lost it."""
+
+    run: Run
+    holding: bool
+    reason: str
 
 
 # ---------------------------------------------------------------------------- health

@@ -16,7 +16,7 @@ import sys
 import types
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
@@ -24,6 +24,9 @@ from . import _checks
 from ._checks import describe as _describe
 from ._errors import SpecError
 from ._process_spec import ProcessTarget, Ready, process_target
+
+if TYPE_CHECKING:
+    from ._singleton import Lock
 
 
 class Restart(enum.Enum):
@@ -221,6 +224,30 @@ class ServiceTarget:
         raise TypeError("a ServiceTarget is run by its supervisor, not called")
 
 
+@final
+@attrs.frozen
+class SingletonTarget:
+    """The target of a ``ChildSpec.singleton`` child: ``fn`` runs only while ``lock`` is held.
+
+    Not called directly: its supervisor waits for the lock, then calls ``fn``.
+    """
+
+    lock: Lock
+    fn: AsyncFunction
+    takes_task_status: bool
+
+    async def __call__(self, task_status: Any = None) -> None:  # pragma: no cover
+        raise TypeError("a SingletonTarget is run by its supervisor, not called")
+
+
+def _check_lock(name: str, lock: object) -> None:
+    if not all(callable(getattr(lock, method, None)) for method in ("hold", "holder")):
+        raise SpecError(
+            f"ChildSpec {name!r}: lock must be a lock shared by the replicas, with hold() and"
+            f" holder() (got {lock!r}); use integrations.locks.PostgresLock or EtcdLock"
+        )
+
+
 def _check_service_factory(name: str, factory: object) -> None:
     owner = f"ChildSpec {name!r}"
     if inspect.iscoroutinefunction(factory) or inspect.iscoroutine(factory):
@@ -291,7 +318,7 @@ class ChildSpec:
     def __attrs_post_init__(self) -> None:
         _check_name("ChildSpec", self.name)
         owner = f"ChildSpec {self.name!r}"
-        if not isinstance(self.target, ServiceTarget | ProcessTarget):
+        if not isinstance(self.target, ServiceTarget | ProcessTarget | SingletonTarget):
             _checks.async_function(owner, "target", self.target, error=SpecError)
         if not isinstance(self.args, tuple):
             raise SpecError(f"{owner}: args must be a tuple (got {self.args!r})")
@@ -308,9 +335,9 @@ class ChildSpec:
                 " ChildSpec.service with a check_health() method"
             )
         _check_significant(owner, self.significant, self.restart)
-        takes = isinstance(self.target, ServiceTarget | ProcessTarget) or _takes_task_status(
-            self.target
-        )
+        takes = isinstance(
+            self.target, ServiceTarget | ProcessTarget | SingletonTarget
+        ) or _takes_task_status(self.target)
         object.__setattr__(self, "takes_task_status", takes)
 
     @property
@@ -322,6 +349,50 @@ class ChildSpec:
     def is_process(self) -> bool:
         """True for a child built by ``ChildSpec.process``."""
         return isinstance(self.target, ProcessTarget)
+
+    @property
+    def is_singleton(self) -> bool:
+        """True for a child built by ``ChildSpec.singleton``."""
+        return isinstance(self.target, SingletonTarget)
+
+    @classmethod
+    def singleton(
+        cls,
+        name: str,
+        target: AsyncFunction,
+        args: tuple[Any, ...] = (),
+        *,
+        lock: Lock,
+        restart: Restart = Restart.PERMANENT,
+        shutdown_timeout: float | None = 5.0,
+    ) -> ChildSpec:
+        """A child that runs on one replica at a time: only while this replica holds ``lock``.
+
+        Until it holds the lock it waits in state ``STARTING``: not active, not a crash, not
+        a restart, and healthy (waiting is its job on every replica but one). For ordering
+        it has started once it waits, so its later siblings and the tree's body do not wait
+        for the lock. Once held, ``target(*args)`` runs and the child is ``RUNNING`` (for a
+        target that takes ``task_status``, once it called ``started()``). If the lock is
+        lost, the target is cancelled at once and the child waits again, in ``STARTING``.
+        When the target exits, the lock is released (a stop hands the work over at once)
+        and ``restart`` applies as for any child. ``ChildInfo.lock_holder`` names the
+        replica holding the lock, ``"<host name>:<pid>"``; events ``LOCK_ACQUIRED`` and
+        ``LOCK_LOST`` mark the changes.
+
+        Raises:
+          SpecError: as for ``ChildSpec``, and for a ``lock`` without ``hold()`` and
+            ``holder()``.
+        """
+        _check_name("ChildSpec", name)
+        _checks.async_function(f"ChildSpec {name!r}", "target", target, error=SpecError)
+        _check_lock(name, lock)
+        return cls(
+            name,
+            SingletonTarget(lock, target, _takes_task_status(target)),
+            args,
+            restart=restart,
+            shutdown_timeout=shutdown_timeout,
+        )
 
     @classmethod
     def process(

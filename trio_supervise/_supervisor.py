@@ -49,6 +49,7 @@ from ._events import EventBus, EventKind
 from ._policy import ExitAction, ExitDecision, RestartWindow, auto_shutdown_due, decide_exit
 from ._runner import (
     HealthFailure,
+    LockChanged,
     Run,
     StartChain,
     StopCause,
@@ -58,6 +59,7 @@ from ._runner import (
     stop_at_once,
     stop_deadline,
 )
+from ._singleton import SingletonRun
 from ._spec import (
     AutoShutdown,
     ChildSpec,
@@ -156,11 +158,28 @@ class Child:
 
     @property
     def active(self) -> bool:
-        """Running, as OTP's ``count_children`` counts: not while restarting."""
+        """Running, as OTP's ``count_children`` counts: not while restarting or waiting."""
         state = self._state
         if state is ChildState.RUNNING or state is ChildState.STOPPING:
             return True
-        return state is ChildState.STARTING and self.run is not None and not self.run.after_exit
+        run = self.run
+        return (
+            state is ChildState.STARTING
+            and run is not None
+            and not run.after_exit
+            and not isinstance(run.service, SingletonRun)
+        )
+
+    @property
+    def waiting_for_lock(self) -> bool:
+        """A singleton that has started and waits for its lock (in state ``STARTING``)."""
+        run = self.run
+        return (
+            self._state is ChildState.STARTING
+            and run is not None
+            and run.started
+            and isinstance(run.service, SingletonRun)
+        )
 
 
 def is_plain(spec: ChildSpec | SupervisorSpec) -> bool:
@@ -423,6 +442,8 @@ class Supervisor:
             await self._retry_restart(message)
         elif isinstance(message, HealthFailure):
             await self._health_failed(message.run, message.error)
+        elif isinstance(message, LockChanged):
+            self._lock_changed(message)
         elif isinstance(message, _Delete):
             self._delete(message.child)
         # _STOP needs no handling: the serve loop checks the flag it set.
@@ -582,7 +603,8 @@ class Supervisor:
         """Record that ``run`` has started: state, event, health."""
         assert self.nursery is not None
         bus = self.bus
-        if not run.exited:
+        if not run.exited and not isinstance(run.service, SingletonRun):
+            # A singleton stays STARTING until it reports that it holds its lock.
             child.state = ChildState.RUNNING
         child.started_at = run.started_at
         bus.emit(
@@ -715,6 +737,20 @@ class Supervisor:
         await self._apply(
             child, run.error, self._decide(child, run.error, now, run.started_at), now
         )
+
+    def _lock_changed(self, change: LockChanged) -> None:
+        """A singleton run came to hold its lock (RUNNING) or lost it (STARTING again)."""
+        run = change.run
+        child = self._child_of(run)
+        if child is None or run.exited or run.cause is not None:
+            return  # it is being stopped, or has exited: that is recorded instead
+        if change.holding:
+            child.state = ChildState.RUNNING
+            holder = run.service.holder if isinstance(run.service, SingletonRun) else None
+            self.bus.emit(EventKind.LOCK_ACQUIRED, child.path, child.restarts, detail=holder or "")
+        else:
+            child.state = ChildState.STARTING
+            self.bus.emit(EventKind.LOCK_LOST, child.path, child.restarts, detail=change.reason)
 
     async def _health_failed(self, run: Run, error: HealthCheckFailed) -> None:
         child = self._child_of(run)

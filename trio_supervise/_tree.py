@@ -27,6 +27,7 @@ from ._process import ProcessRun
 from ._runner import StopCause
 from ._shutdown import Band, Shutdown, ShutdownHook, ShutdownReport
 from ._signals import SignalControls, watch_signals
+from ._singleton import SingletonRun
 from ._spec import ChildSpec, SupervisorSpec
 from ._supervisor import Child, Supervisor, TreeShared
 from ._systemd import SystemdNotifier, TreeNotifications
@@ -71,6 +72,9 @@ class ChildInfo:
       output_tail: a process child's last lines of output (of its current or last run),
         oldest first; empty for tasks.
       status: a ``Ready.notify()`` process child's last ``STATUS=`` text, or None.
+      lock_holder: for a ``ChildSpec.singleton`` child, the replica that holds its lock
+        (``"<host name>:<pid>"``; this one's while the child runs), as last seen while
+        waiting; None for other children, while nobody holds it, and once stopped.
     """
 
     name: str
@@ -83,6 +87,7 @@ class ChildInfo:
     pid: int | None = None
     output_tail: tuple[str, ...] = ()
     status: str | None = None
+    lock_holder: str | None = None
 
 
 @final
@@ -102,6 +107,13 @@ class ChildCounts:
     supervisors: int
 
 
+def _lock_holder(child: Child) -> str | None:
+    run = child.run
+    if run is None or run.exited or not isinstance(run.service, SingletonRun):
+        return None
+    return run.service.holder
+
+
 def _info(child: Child) -> ChildInfo:
     process = child.run.service if child.run is not None else None
     if isinstance(process, ProcessRun):
@@ -119,6 +131,7 @@ def _info(child: Child) -> ChildInfo:
         pid,
         tail,
         status,
+        _lock_holder(child),
     )
 
 
@@ -294,9 +307,10 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
         lines = [f"{self._root.spec.name} (supervisor, {self._root_state().value})"]
         for child in walk(self._root):
             depth = child.path.count("/") + 1
+            holder = _lock_holder(child)
             lines.append(
                 f"{'  ' * depth}{child.spec.name} ({child.kind}, {child.state.value},"
-                f" restarts={child.restarts})"
+                f" restarts={child.restarts}" + (f", lock held by {holder})" if holder else ")")
             )
         return "\n".join(lines)
 

@@ -2,7 +2,8 @@
 
 ``PostgresLock(dsn, key)`` is a PostgreSQL session advisory lock (the extra ``postgres``);
 ``EtcdLock(endpoints, key, ttl)`` an etcd v3 lease and key (the extra ``etcd``: httpx, through
-etcd's JSON gateway; see ``EtcdLock``).
+etcd's JSON gateway; see ``EtcdLock``); ``FileLock(path)`` a lock file, for replicas on one
+machine (``flock``).
 ``async with lock.hold(holder) as lease`` waits until this replica holds it, and releases
 it on exit; ``lease.lost`` is set the moment the session that holds it is found broken (the
 server has then released it, so the work must stop at once). ``await lock.holder()`` names
@@ -16,20 +17,22 @@ share the lock by computing the same, e.g. in SQL::
            ::bit(64)::bigint;
 
 Each hold uses a connection of its own, named after the holder (``application_name``), which
-is how ``holder()`` finds it. Every statement is short (``pg_try_advisory_lock`` polled, a
-ping, the unlock), bounded by a statement timeout, and runs in a worker thread.
+is how ``holder()`` finds it. A waiting hold waits in the server (``pg_advisory_lock``), so
+it gets the lock the moment the holder lets go, in rounds of ``WAIT_ROUND`` seconds (its
+``lock_timeout``) between which it names the holder and can be cancelled. Every statement
+is bounded, and runs in a worker thread.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
-import socket
 import struct
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -38,14 +41,31 @@ import trio
 from .._context import current_child_path
 from .._errors import SpecError
 from .._events import log
+from .._singleton import LockLease, default_holder
+
+__all__ = [
+    "EtcdError",
+    "EtcdLock",
+    "FileLock",
+    "LockLease",
+    "PostgresLock",
+    "advisory_key",
+    "default_holder",
+]
 
 if TYPE_CHECKING:
     import psycopg
 
 logger = logging.getLogger("trio_supervise.locks")
 
-#: Seconds between two attempts to take the lock while another replica holds it.
+#: Seconds between two attempts to take the lock while another replica holds it (etcd), or
+#: to reach the server after a failure (both).
 POLL_EVERY: Final = 0.5
+#: Seconds between two tries of a waiting ``FileLock``: a local system call, so often.
+FILE_POLL_EVERY: Final = 0.05
+#: Seconds one wait for a PostgreSQL lock lasts in the server: how late a cancelled waiting
+#: hold returns.
+WAIT_ROUND: Final = 0.5
 #: Seconds between two pings of the holding session: how late a lost lock may be noticed.
 PING_EVERY: Final = 0.5
 #: Seconds a connect or a statement may take.
@@ -64,19 +84,27 @@ def advisory_key(key: str) -> int:
     return value
 
 
-def default_holder() -> str:
-    """``"<host name>:<pid>"``: this replica's name as a lock holder."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+ReportHolder = Callable[[str | None], object]
 
 
-@final
-class LockLease:
-    """A held lock: ``lost`` is set when it was lost while held."""
+@asynccontextmanager
+async def _watched(lease: LockLease, watch: Callable[[], Any]) -> AsyncIterator[LockLease]:
+    """Yield ``lease`` while ``watch()`` runs beside the body; the body's errors as themselves.
 
-    def __init__(self, holder: str) -> None:
-        self.holder = holder
-        self.lost = trio.Event()
-        self.lost_reason = ""
+    A body that raises inside a nursery would come out wrapped in an ExceptionGroup; the
+    watcher never raises (it loses the lease instead), so the body's error is the only one.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            try:
+                yield lease
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 @final
@@ -99,23 +127,49 @@ class PostgresLock:
         return f"PostgresLock(key={self.key!r}, number={self.number})"
 
     @asynccontextmanager
-    async def hold(self, holder: str | None = None) -> AsyncIterator[LockLease]:
-        """Wait until this replica holds the lock; release it on exit."""
+    async def hold(
+        self, holder: str | None = None, *, report_holder: ReportHolder | None = None
+    ) -> AsyncIterator[LockLease]:
+        """Wait until this replica holds the lock; release it on exit.
+
+        While waiting, ``report_holder`` gets the holder's name after each attempt; a
+        server that cannot be reached is waited out (logged), as another holder is.
+        """
+        import psycopg
+
         lease = LockLease(holder or default_holder())
-        connection = await trio.to_thread.run_sync(self._connect, lease.holder)
+        connection: psycopg.Connection[Any] | None = None
         try:
-            # Polled: the lock is held by another replica, and no event crosses to us.
-            while not await trio.to_thread.run_sync(self._try_lock, connection):  # noqa: ASYNC110
-                await trio.sleep(POLL_EVERY)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch, connection, lease)
+            while True:
                 try:
-                    yield lease
-                finally:
-                    nursery.cancel_scope.cancel()
+                    if connection is None or connection.closed:
+                        connection = await trio.to_thread.run_sync(self._connect, lease.holder)
+                    held, other = await trio.to_thread.run_sync(self._wait_round, connection)
+                except psycopg.OperationalError as exc:
+                    if connection is not None:
+                        connection.close()
+                        connection = None
+                    log(
+                        logging.INFO,
+                        "%r: still waiting (%s)",
+                        self,
+                        str(exc).strip(),
+                        **_here("LOCK_WAITING"),
+                    )
+                    await trio.sleep(POLL_EVERY)
+                    continue
+                if held:
+                    break
+                if report_holder is not None:
+                    report_holder(other)
+                await trio.lowlevel.checkpoint()
+            assert connection is not None
+            async with _watched(lease, lambda: self._watch(connection, lease)):
+                yield lease
         finally:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._release, connection, lease)
+            if connection is not None:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(self._release, connection, lease)
 
     async def holder(self) -> str | None:
         """The ``application_name`` of the session that holds the lock now, or None."""
@@ -131,24 +185,42 @@ class PostgresLock:
             autocommit=True,
             application_name=holder[:63],
             connect_timeout=STATEMENT_TIMEOUT,
-            options=f"-c statement_timeout={STATEMENT_TIMEOUT * 1000}",
+            options=(
+                f"-c statement_timeout={STATEMENT_TIMEOUT * 1000}"
+                f" -c lock_timeout={int(WAIT_ROUND * 1000)}"
+            ),
         )
 
-    def _try_lock(self, connection: psycopg.Connection[Any]) -> bool:
-        row = connection.execute("SELECT pg_try_advisory_lock(%s)", (self.number,)).fetchone()
-        return bool(row and row[0])
+    def _wait_round(self, connection: psycopg.Connection[Any]) -> tuple[bool, str | None]:
+        """Wait up to ``WAIT_ROUND`` for the lock; if it is still held, name the holder."""
+        import psycopg
+
+        try:
+            connection.execute("SELECT pg_advisory_lock(%s)", (self.number,))
+        except psycopg.errors.LockNotAvailable:
+            row = connection.execute(_HOLDER_SQL, self._halves()).fetchone()
+            return False, None if row is None else str(row[0])
+        return True, None
+
+    def _halves(self) -> tuple[int, int]:
+        """The (classid, objid) under which pg_locks shows a one-integer advisory lock."""
+        unsigned = self.number & 0xFFFF_FFFF_FFFF_FFFF
+        return unsigned >> 32, unsigned & 0xFFFF_FFFF
 
     async def _watch(self, connection: psycopg.Connection[Any], lease: LockLease) -> None:
         import psycopg
 
         while True:
-            await trio.sleep(PING_EVERY)
+            # A session the server ends (terminated, or the server stopping) makes the
+            # socket readable at once: noticed then, not at the next ping. The ping finds
+            # the rest (a dead network) and reads whatever arrived.
+            with trio.move_on_after(PING_EVERY):
+                await trio.lowlevel.wait_readable(connection.fileno())
             try:
                 await trio.to_thread.run_sync(self._ping, connection)
             except psycopg.Error as exc:
-                lease.lost_reason = f"the session holding {self!r} broke: {exc}"
-                log(logging.WARNING, "%s", lease.lost_reason, **_here("LOCK_LOST"))
-                lease.lost.set()
+                lease.lose(f"the session holding {self!r} broke: {str(exc).strip()}")
+                log(logging.INFO, "%s", lease.lost_reason, **_here("LOCK_LOST"))
                 return
 
     def _ping(self, connection: psycopg.Connection[Any]) -> None:
@@ -171,15 +243,93 @@ class PostgresLock:
         with psycopg.connect(
             self.dsn, autocommit=True, connect_timeout=STATEMENT_TIMEOUT
         ) as connection:
-            unsigned = self.number & 0xFFFF_FFFF_FFFF_FFFF
-            row = connection.execute(
-                "SELECT a.application_name FROM pg_locks l"
-                " JOIN pg_stat_activity a ON a.pid = l.pid"
-                " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
-                " AND l.classid = %s AND l.objid = %s",
-                (unsigned >> 32, unsigned & 0xFFFF_FFFF),
-            ).fetchone()
+            row = connection.execute(_HOLDER_SQL, self._halves()).fetchone()
         return None if row is None else str(row[0])
+
+
+# The session holding a one-integer advisory lock, by the halves of its number.
+_HOLDER_SQL: Final = (
+    "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+    " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+    " AND l.classid = %s AND l.objid = %s LIMIT 1"
+)
+
+
+# ------------------------------------------------------------------------------- file
+
+
+@final
+class FileLock:
+    """An exclusive ``flock`` on ``path``, for replicas on one machine (systemd instances).
+
+    The holder writes its name into the file, which is how ``holder()`` and the waiting
+    replicas name it. The kernel releases the lock when the holder's process ends however
+    it ends, so a killed holder's lock is free at once; it cannot be lost while held. A
+    waiting replica tries every ``FILE_POLL_EVERY`` seconds. The file is created if missing and
+    left in place (removing it would let two processes lock two different files).
+
+    Raises:
+      SpecError: for a path that is not a non-empty str or path.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+            raise SpecError(f"FileLock: path must be a non-empty file path (got {path!r})")
+        self.path = os.fspath(path)
+
+    def __repr__(self) -> str:
+        return f"FileLock({self.path!r})"
+
+    @asynccontextmanager
+    async def hold(
+        self, holder: str | None = None, *, report_holder: ReportHolder | None = None
+    ) -> AsyncIterator[LockLease]:
+        """Wait until this replica holds the lock; release it on exit."""
+        lease = LockLease(holder or default_holder())
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        locked = False
+        try:
+            while not _try_flock(fd):
+                if report_holder is not None:
+                    report_holder(_read_holder(fd))
+                await trio.sleep(FILE_POLL_EVERY)
+            locked = True
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, lease.holder.encode("utf-8"), 0)
+            yield lease
+        finally:
+            if locked:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    async def holder(self) -> str | None:
+        """The name the holder wrote into the file, or None when nobody holds the lock."""
+        await trio.lowlevel.checkpoint()
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            if _try_flock(fd):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return None
+            return _read_holder(fd)
+        finally:
+            os.close(fd)
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _read_holder(fd: int) -> str | None:
+    name = os.pread(fd, 256, 0).decode("utf-8", "replace")
+    return name or None  # empty for the moment between the holder's flock and its write
 
 
 # ------------------------------------------------------------------------------- etcd
@@ -187,6 +337,14 @@ class PostgresLock:
 
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def _value(range_answer: dict[str, Any]) -> str | None:
+    """The value of the first key of a range answer (the holder's name), or None."""
+    kvs = range_answer.get("kvs") or []
+    if not kvs:
+        return None
+    return base64.b64decode(kvs[0].get("value", "")).decode("utf-8", "replace")
 
 
 @final
@@ -232,8 +390,13 @@ class EtcdLock:
         return f"EtcdLock(key={self.key!r}, ttl={self.ttl})"
 
     @asynccontextmanager
-    async def hold(self, holder: str | None = None) -> AsyncIterator[LockLease]:
-        """Wait until this replica holds the key; revoke its lease on exit."""
+    async def hold(
+        self, holder: str | None = None, *, report_holder: ReportHolder | None = None
+    ) -> AsyncIterator[LockLease]:
+        """Wait until this replica holds the key; revoke its lease on exit.
+
+        While waiting, ``report_holder`` gets the holder's name after each attempt.
+        """
         import httpx
 
         lease = LockLease(holder or default_holder())
@@ -244,9 +407,12 @@ class EtcdLock:
                     try:
                         granted = await self._call(client, "/v3/lease/grant", {"TTL": self.ttl})
                         lease_id = str(granted["ID"])
-                        if await self._put_if_absent(client, lease.holder, lease_id):
+                        held, other = await self._put_if_absent(client, lease.holder, lease_id)
+                        if held:
                             break
                         await self._call(client, "/v3/lease/revoke", {"ID": lease_id})
+                        if report_holder is not None:
+                            report_holder(other)
                     except (httpx.HTTPError, EtcdError) as exc:
                         # Waiting goes on through an election or an unreachable member; a
                         # lease granted before the failure expires by itself.
@@ -260,12 +426,9 @@ class EtcdLock:
                         )
                     lease_id = None
                     await trio.sleep(POLL_EVERY)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._renew, client, lease_id, lease)
-                    try:
-                        yield lease
-                    finally:
-                        nursery.cancel_scope.cancel()
+                held_id = lease_id
+                async with _watched(lease, lambda: self._renew(client, held_id, lease)):
+                    yield lease
             finally:
                 if lease_id is not None:
                     with (
@@ -281,12 +444,12 @@ class EtcdLock:
 
         async with httpx.AsyncClient(trust_env=False, timeout=self.ttl / 3) as client:
             found = await self._call(client, "/v3/kv/range", {"key": _b64(self.key)})
-        kvs = found.get("kvs") or []
-        if not kvs:
-            return None
-        return base64.b64decode(kvs[0].get("value", "")).decode("utf-8", "replace")
+        return _value(found)
 
-    async def _put_if_absent(self, client: Any, holder: str, lease_id: str) -> bool:
+    async def _put_if_absent(
+        self, client: Any, holder: str, lease_id: str
+    ) -> tuple[bool, str | None]:
+        """Put the key if absent; else read who holds it, in the same transaction."""
         key = _b64(self.key)
         answer = await self._call(
             client,
@@ -294,9 +457,13 @@ class EtcdLock:
             {
                 "compare": [{"target": "CREATE", "key": key, "createRevision": "0"}],
                 "success": [{"requestPut": {"key": key, "value": _b64(holder), "lease": lease_id}}],
+                "failure": [{"requestRange": {"key": key}}],
             },
         )
-        return bool(answer.get("succeeded"))
+        if answer.get("succeeded"):
+            return True, None
+        responses = answer.get("responses") or [{}]
+        return False, _value(responses[0].get("response_range", {}))
 
     async def _renew(self, client: Any, lease_id: str, lease: LockLease) -> None:
         import httpx
@@ -319,12 +486,11 @@ class EtcdLock:
                         problem = "the lease expired"
                     break
             if problem:
-                lease.lost_reason = (
+                lease.lose(
                     f"{self!r}: its lease was not renewed ({problem}); stopped while at least"
                     " a third of the ttl was left"
                 )
-                log(logging.WARNING, "%s", lease.lost_reason, **_here("LOCK_LOST"))
-                lease.lost.set()
+                log(logging.INFO, "%s", lease.lost_reason, **_here("LOCK_LOST"))
                 return
 
     async def _call(self, client: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,10 @@ name                                                          type     updated o
                                                                        ``RESTARTED`` until the
                                                                        run ends (``EXITED``,
                                                                        ``CRASHED``,
-                                                                       ``TERMINATED``)
+                                                                       ``TERMINATED``); a
+                                                                       singleton from
+                                                                       ``LOCK_ACQUIRED`` to
+                                                                       ``LOCK_LOST`` or its end
 ``trio_supervise_child_restarts_total{path}``                 counter  the restart decision
 ``trio_supervise_child_crashes_total{path}``                  counter  ``CRASHED``
 ``trio_supervise_child_stop_timeouts_total{path}``            counter  ``STOP_TIMEOUT``
@@ -167,6 +170,13 @@ def _is_supervisor(tree: SupervisorTree, path: str) -> bool:
     try:
         return tree.info(path).kind == "supervisor"
     except LookupError:  # gone again already
+        return False
+
+
+def _is_waiting(tree: SupervisorTree, path: str) -> bool:
+    try:
+        return tree.info(path).state is ChildState.STARTING
+    except LookupError:
         return False
 
 
@@ -341,6 +351,8 @@ class TreeMetrics:
             EventKind.EXITED: self._on_down,
             EventKind.TERMINATED: self._on_down,
             EventKind.RESTART_SCHEDULED: self._on_down,
+            EventKind.LOCK_ACQUIRED: self._on_lock_acquired,
+            EventKind.LOCK_LOST: self._on_down,
             EventKind.CRASHED: self._on_crashed,
             EventKind.STOP_TIMEOUT: self._on_stop_timeout,
             EventKind.REMOVED: self._on_removed,
@@ -487,8 +499,10 @@ class TreeMetrics:
     def _on_started(self, event: Event) -> None:
         series = self._path_series(event.path)
         self._count_restarts(series, event.restarts)
-        series.up.set(1.0)
         attachment = self._attachment
+        # A singleton has started once it waits for its lock: up once it holds it.
+        waiting = attachment is not None and _is_waiting(attachment.tree, event.path)
+        series.up.set(0.0 if waiting else 1.0)
         if attachment is not None and _is_supervisor(attachment.tree, event.path):
             # A supervisor's intensity series exists at 0 from its start, as at attach().
             self._intensity_exceeded.labels(event.path)
@@ -497,6 +511,9 @@ class TreeMetrics:
             # (dynamic ones) left without an event. Its new children have each just
             # emitted STARTED, so this walk costs no more than the start did.
             self._prune(event.path)
+
+    def _on_lock_acquired(self, event: Event) -> None:
+        self._path_series(event.path).up.set(1.0)
 
     def _on_down(self, event: Event) -> None:
         series = self._path_series(event.path)

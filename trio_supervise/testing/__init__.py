@@ -1,8 +1,9 @@
 """Helpers for testing supervision trees in virtual time.
 
-Fake children with a known behaviour, an event recorder with assertions on event
-sequences, and waits for a tree to settle. They all work under
-``trio.testing.MockClock(autojump_threshold=0)`` (pytest-trio's ``autojump_clock``).
+Fake children with a known behaviour, a lock shared by the trees of one process, an
+event recorder with assertions on event sequences, and waits for a tree to settle. They
+all work under ``trio.testing.MockClock(autojump_threshold=0)`` (pytest-trio's
+``autojump_clock``).
 
 This subpackage is not imported by ``import trio_supervise``.
 """
@@ -19,6 +20,7 @@ from ._fakes import return_after as return_after
 from ._fakes import sleeper as sleeper
 from ._fakes import slow_start as slow_start
 from ._fakes import slow_stop as slow_stop
+from ._memory_lock import MemoryLock as MemoryLock
 from ._recorder import EventRecorder as EventRecorder
 from ._recorder import Expected as Expected
 from ._recorder import wait_idle as wait_idle
