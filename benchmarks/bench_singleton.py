@@ -61,7 +61,7 @@ class _Process:
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"{self.process.args} ended early")
+            raise RuntimeError(f"{self.process.args!r} ended early")
         return line.strip()
 
     def expect(self, state: str, holder_pid: int) -> None:
@@ -83,12 +83,12 @@ def _handovers(
     killed: list[float] = []
     for _ in range(reps):
         started: list[_Process] = []
+
+        def replica(name: str, started: list[_Process] = started) -> _Process:
+            started.append(_Process([sys.executable, str(REPLICA), name, dsn, *lock]))
+            return started[-1]
+
         try:
-
-            def replica(name: str) -> _Process:
-                started.append(_Process([sys.executable, str(REPLICA), name, dsn, *lock]))
-                return started[-1]
-
             a = replica("a")
             a.expect("running", a.process.pid)
             b = replica("b")
