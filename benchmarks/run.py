@@ -5,7 +5,7 @@ Usage::
     python -m benchmarks                 # everything, default sizes (about 2.5 minutes)
     python -m benchmarks --quick         # every benchmark with tiny sizes (about 3 seconds)
     python -m benchmarks --only core     # some: start_stop restart memory scaling shutdown http
-                                         # core multicore process cli singleton
+                                         # core multicore process cli singleton pods
     python benchmarks/run.py ...         # the same
 
 Exit status 0, or with ``--strict`` 1 when a target is missed.
@@ -33,6 +33,7 @@ from benchmarks import (
     bench_http,
     bench_memory,
     bench_multicore,
+    bench_pods,
     bench_process,
     bench_restart,
     bench_scaling,
@@ -54,6 +55,7 @@ BENCHMARKS = (
     "process",
     "cli",
     "singleton",
+    "pods",
 )
 
 
@@ -131,6 +133,8 @@ def main(argv: Sequence[str] | None = None, reporter: Reporter | None = None) ->
             bench_cli.run(config, r)
         if "singleton" in selected:
             bench_singleton.run(config, r)
+        if "pods" in selected:
+            bench_pods.run(config, r)
     finally:
         if gc_was_enabled:
             gc.enable()

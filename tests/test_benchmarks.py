@@ -101,6 +101,14 @@ def test_quick_run_prints_every_benchmark() -> None:
         "process_start_5_ratio_median",
         "process_sigterm_5_ratio_median",
         "process_sigterm_ignored_5_ratio_median",
+        # singleton handovers (PostgreSQL and etcd are started by the benchmark) and pods
+        "singleton_postgres_graceful_handover_ms_median",
+        "singleton_postgres_sigkill_ratio_median",
+        "singleton_file_graceful_handover_ms_median",
+        "singleton_etcd_sigkill_handover_ms_median",
+        "pods_rolling_update_success_rate",
+        "pods_single_replica_latency_p99_ms_median",
+        "pods_latency_p99_ratio_median",
     ]
     for name in expected:
         assert name in metrics, f"missing {name}"

@@ -138,25 +138,53 @@ async def wait_for(predicate: Callable[[], bool], what: str) -> None:
         raise AssertionError(f"timed out waiting for {what}") from None
 
 
-async def test_a_rolling_update_under_load_fails_no_request_and_loses_nothing(
-    tmp_path: Path,
-) -> None:
+@attrs.define(eq=False)
+class Rollout:
+    """What a run of load through the balancer saw (a rolling update, or none)."""
+
+    load: Load
+    stored: dict[int, str]
+    seconds: float
+    grace: float = 0.0
+    old_gone_after: float = 0.0
+    old_exit: int | None = None
+    routed: dict[int, int] = attrs.Factory(dict)
+
+    def percentile(self, fraction: float) -> float:
+        latencies = sorted(self.load.latencies)
+        return latencies[min(int(len(latencies) * fraction), len(latencies) - 1)]
+
+
+OPTIONS = ("--drain-delay", str(DRAIN_DELAY), "--shutdown-deadline", str(SHUTDOWN_DEADLINE))
+CLIENTS = 4
+
+
+def read_notes(db: str) -> dict[int, str]:
+    with sqlite3.connect(db) as connection:
+        stored = dict(connection.execute("SELECT id, text FROM notes").fetchall())
+    connection.close()
+    return stored
+
+
+async def rolling_update(tmp_path: Path, through_each: int = 50) -> Rollout:
+    """Load through the old pod, a rolling update, load through the new one (``through_each``
+    requests through each at least)."""
     db = str(tmp_path / "notes.db")
-    options = ("--drain-delay", str(DRAIN_DELAY), "--shutdown-deadline", str(SHUTDOWN_DEADLINE))
     grace = stop_budget({"drain-delay": DRAIN_DELAY, "shutdown-deadline": SHUTDOWN_DEADLINE})
     balancer = Balancer()
     load = Load()
-    async with run_demo_process(tmp_path, db, *options) as old:
+    async with run_demo_process(tmp_path, db, *OPTIONS) as old:
         old_backend = Backend(old.base, old.http_port)
         balancer.backends.append(old_backend)
         async with trio.open_nursery() as nursery:
             await nursery.start(balancer.serve)
             await wait_for(lambda: old_backend.ready, "the old pod ready")
             url = f"http://{HOST}:{balancer.port}"
-            for _ in range(4):
+            began = time.monotonic()
+            for _ in range(CLIENTS):
                 nursery.start_soon(load.client, url)
-            await wait_for(lambda: len(load.acked) >= 50, "load through the old pod")
-            async with run_demo_process(tmp_path, db, *options) as new:
+            await wait_for(lambda: len(load.acked) >= through_each, "load through the old pod")
+            async with run_demo_process(tmp_path, db, *OPTIONS) as new:
                 new_backend = Backend(new.base, new.http_port)
                 balancer.backends.append(new_backend)
                 await wait_for(lambda: new_backend.ready, "the new pod ready")
@@ -176,28 +204,64 @@ async def test_a_rolling_update_under_load_fails_no_request_and_loses_nothing(
                 await wait_for(
                     lambda: (
                         balancer.routed.get(new_backend.port, 0)
-                        > routed_before.get(new_backend.port, 0) + 50
+                        > routed_before.get(new_backend.port, 0) + through_each
                     ),
                     "load through the new pod",
                 )
                 load.stopping = True
                 await trio.sleep(0.5)  # the clients finish their last request
+                seconds = time.monotonic() - began
                 nursery.cancel_scope.cancel()
                 await stop_new(new)
-    with sqlite3.connect(db) as connection:
-        stored = dict(connection.execute("SELECT id, text FROM notes").fetchall())
-    latencies = sorted(load.latencies)
-    p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+    return Rollout(
+        load,
+        read_notes(db),
+        seconds,
+        grace,
+        old_gone_after,
+        old.process.returncode,
+        balancer.routed,
+    )
+
+
+async def steady_load(tmp_path: Path, seconds: float) -> Rollout:
+    """The same load through the same balancer for ``seconds``, on one replica left alone."""
+    db = str(tmp_path / "steady.db")
+    balancer = Balancer()
+    load = Load()
+    async with run_demo_process(tmp_path, db, *OPTIONS) as only:
+        backend = Backend(only.base, only.http_port)
+        balancer.backends.append(backend)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(balancer.serve)
+            await wait_for(lambda: backend.ready, "the replica ready")
+            url = f"http://{HOST}:{balancer.port}"
+            for _ in range(CLIENTS):
+                nursery.start_soon(load.client, url)
+            await trio.sleep(seconds - 0.5)
+            load.stopping = True
+            await trio.sleep(0.5)
+            nursery.cancel_scope.cancel()
+            await stop_new(only)
+    return Rollout(load, read_notes(db), seconds, routed=balancer.routed)
+
+
+async def test_a_rolling_update_under_load_fails_no_request_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    rollout = await rolling_update(tmp_path)
+    load = rollout.load
     print(
         f"\nrolling update: {load.sent} requests, {len(load.acked)} acknowledged,"
-        f" {len(load.failures)} failed; old pod gone {old_gone_after:.2f}s after SIGTERM"
-        f" (grace {grace}s, exit {old.process.returncode}); latency p50 {p50 * 1000:.1f} ms,"
-        f" p99 {p99 * 1000:.1f} ms; routed {balancer.routed}"
+        f" {len(load.failures)} failed; old pod gone {rollout.old_gone_after:.2f}s after"
+        f" SIGTERM (grace {rollout.grace}s, exit {rollout.old_exit}); latency p50"
+        f" {rollout.percentile(0.5) * 1000:.1f} ms, p99 {rollout.percentile(0.99) * 1000:.1f} ms;"
+        f" routed {rollout.routed}"
     )
     assert load.failures == []
-    assert {k: stored.get(k) for k in load.acked} == load.acked
-    assert old.process.returncode == 0  # a clean shutdown, not the SIGKILL
-    assert old_gone_after < grace
+    assert {k: rollout.stored.get(k) for k in load.acked} == load.acked
+    assert rollout.old_exit == 0  # a clean shutdown, not the SIGKILL
+    assert rollout.old_gone_after < rollout.grace
 
 
 async def stop_new(new: Demo) -> None:
