@@ -3,7 +3,7 @@
 Usage::
 
     python -m benchmarks                 # everything, default sizes (about 2.5 minutes)
-    python -m benchmarks --quick         # every benchmark with tiny sizes (about 3 seconds)
+    python -m benchmarks --quick         # every benchmark with tiny sizes (about 30 seconds)
     python -m benchmarks --only core     # some: start_stop restart memory scaling shutdown http
                                          # core multicore process cli singleton pods
     python benchmarks/run.py ...         # the same

@@ -30,6 +30,7 @@ def test_every_python_example_of_the_readme_runs(
     assert "[(1, 'hello')]" in out
     assert "HTTP/1.0 200 OK" in out
     assert "served by " in out
+    assert "running starting\nstopped running\n" in out  # the singleton handed over
     # The testing example is a test itself: run it as pytest-trio would.
     clock = trio.testing.MockClock(autojump_threshold=0)
     trio.run(document.namespace["test_restarts"], clock, clock=clock)

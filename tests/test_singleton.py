@@ -4,8 +4,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -20,6 +22,8 @@ import psycopg
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from servers import EtcdMember
 from singleton_replica import TABLE as RUNS_TABLE
 
@@ -541,3 +545,94 @@ async def test_a_replica_cut_off_from_etcd_stops_before_another_takes_over(
     stopped, taken = rows[0][2] - paused_at, rows[1][1] - paused_at
     print(f"\ncut-off holder stopped {stopped:.2f} s after the cut, taken over {taken:.2f} s")
     assert stopped <= 2 * TTL / 3 + 0.5  # while at least a third of the ttl was left
+
+
+# ------------------------------------------------------------------ model-based test
+
+SINGLETON_EXAMPLES = int(os.environ.get("TRIO_SUPERVISE_SINGLETON_EXAMPLES", "100"))
+REPLICAS = 3
+_OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("crash"), st.integers(0, REPLICAS - 1)),
+        st.tuples(st.just("lose"), st.just(0)),
+        st.tuples(st.just("terminate"), st.integers(0, REPLICAS - 1)),
+        st.tuples(st.just("restart"), st.integers(0, REPLICAS - 1)),
+        st.tuples(st.just("advance"), st.sampled_from([0.5, 1, 3])),
+    ),
+    max_size=25,
+)
+
+
+class Crash(Exception):
+    pass
+
+
+@settings(
+    max_examples=SINGLETON_EXAMPLES,
+    deadline=None,
+    derandomize="TRIO_SUPERVISE_SINGLETON_EXAMPLES" not in os.environ,
+)
+@given(operations=_OPERATIONS)
+def test_replicas_never_run_it_twice_whatever_happens(operations: list[tuple[str, float]]) -> None:
+    # Three replicas (trees of one process) share a MemoryLock; targets crash, the lock is
+    # lost, children are terminated and restarted. After every step: at most one target
+    # runs, it runs where the child is RUNNING and only there, every other live replica
+    # waits in STARTING, nobody waits while the lock is free, and restarts count crashes
+    # and restart_child only, never a lost lock.
+    async def main() -> None:
+        lock = MemoryLock()
+        running: list[int] = []
+        crash = [trio.Event() for _ in range(REPLICAS)]
+        expected_restarts = [0] * REPLICAS
+        stopped = [False] * REPLICAS
+
+        async def work(index: int) -> None:
+            running.append(index)
+            assert len(running) == 1, f"replicas {running} run it at once"
+            try:
+                await crash[index].wait()
+                crash[index] = trio.Event()
+                raise Crash(index)
+            finally:
+                running.remove(index)
+
+        def spec(index: int) -> SupervisorSpec:
+            singleton = ChildSpec.singleton("s", work, (index,), lock=lock)
+            return SupervisorSpec("app", [singleton], backoff=None, max_restarts=10**6)
+
+        async with contextlib.AsyncExitStack() as stack:
+            trees = [await stack.enter_async_context(supervisor_tree(spec(i))) for i in range(3)]
+            for operation, argument in [("advance", 0.0), *operations]:
+                index = int(argument)
+                if operation == "crash" and running == [index]:
+                    crash[index].set()
+                    expected_restarts[index] += 1
+                elif operation == "lose" and await lock.holder() is not None:
+                    lock.lose("lost in the model")
+                elif operation == "terminate":
+                    await trees[index].terminate_child("s")
+                    stopped[index] = True
+                elif operation == "restart":
+                    await trees[index].restart_child("s")
+                    expected_restarts[index] += 1
+                    stopped[index] = False
+                elif operation == "advance":
+                    await trio.sleep(argument)
+                await trio.testing.wait_all_tasks_blocked()
+                infos = [tree.info("s") for tree in trees]
+                states = [info.state for info in infos]
+                assert [info.restarts for info in infos] == expected_restarts
+                for i, info in enumerate(infos):
+                    if stopped[i]:
+                        assert info.state is ChildState.STOPPED
+                        assert info.lock_holder is None
+                    elif i in running:
+                        assert info.state is ChildState.RUNNING
+                        assert info.lock_holder == HERE
+                    else:
+                        assert info.state is ChildState.STARTING, (i, states, running)
+                if not all(stopped):
+                    assert len(running) == 1, (states, stopped)  # the free lock was taken
+                assert states.count(ChildState.RUNNING) == len(running)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
