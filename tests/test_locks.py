@@ -54,32 +54,48 @@ def test_bad_lock_specs_are_refused(dsn: object, key: object) -> None:
         PostgresLock(dsn, key)  # type: ignore[arg-type]
 
 
-async def test_one_holder_at_a_time_and_the_holder_is_named(postgres_dsn: str) -> None:
-    lock = PostgresLock(postgres_dsn, "one-at-a-time")
+Lock = PostgresLock | EtcdLock | FileLock
+
+
+async def one_holder_at_a_time(first: Lock, second: Lock, held_for: float) -> float:
+    """``first`` holds for ``held_for`` s while ``second`` waits; seconds until it takes over.
+
+    Checks that the second never holds while the first does, that each is named as the
+    holder while it holds, and that the waiting one was told who held the lock.
+    """
     order: list[str] = []
+    seen: list[str | None] = []
     b_holds = trio.Event()
 
-    async def second() -> None:
-        async with lock.hold("replica-b"):
+    async def wait_and_hold() -> None:
+        async with second.hold("replica-b", report_holder=seen.append):
             order.append("b holds")
-            assert await lock.holder() == "replica-b"
+            assert await first.holder() == "replica-b"
             b_holds.set()
 
-    assert await lock.holder() is None
+    assert await first.holder() is None
     with trio.fail_after(FAIL_SAFE):
         async with trio.open_nursery() as nursery:
-            async with lock.hold("replica-a"):
+            async with first.hold("replica-a"):
                 order.append("a holds")
-                assert await lock.holder() == "replica-a"
-                nursery.start_soon(second)
-                await trio.sleep(1.2)  # b polls meanwhile and must not get it
+                assert await first.holder() == "replica-a"
+                nursery.start_soon(wait_and_hold)
+                await trio.sleep(held_for)  # b tries meanwhile and must not get it
                 order.append("a releases")
             released = time.monotonic()
             await b_holds.wait()
             handover = time.monotonic() - released
     assert order == ["a holds", "a releases", "b holds"]
-    assert handover < 1.0, handover  # within one poll of the release
-    assert await lock.holder() is None
+    assert seen
+    assert set(seen) == {"replica-a"}  # b named the holder while it waited
+    assert await first.holder() is None
+    return handover
+
+
+async def test_one_holder_at_a_time_and_the_holder_is_named(postgres_dsn: str) -> None:
+    lock = PostgresLock(postgres_dsn, "one-at-a-time")
+    handover = await one_holder_at_a_time(lock, lock, 1.2)
+    assert handover < 0.1, handover  # it waited in the server: granted at the release
     assert default_holder().endswith(f":{os.getpid()}")
 
 
@@ -120,9 +136,7 @@ HOLDER = """
 """
 
 
-async def takeover_after_sigkill(
-    lock: PostgresLock | EtcdLock | FileLock, *holder_args: str
-) -> float:
+async def takeover_after_sigkill(lock: Lock, *holder_args: str) -> float:
     """Seconds from a SIGKILL of a process holding ``lock`` until this one holds it."""
     holder = subprocess.Popen(  # noqa: ASYNC220 - it must be killed by hand
         [sys.executable, "-c", textwrap.dedent(HOLDER), *holder_args],
@@ -161,24 +175,8 @@ async def test_the_lock_of_a_holder_killed_by_sigkill_is_free_within_2_seconds(
 async def test_a_file_lock_has_one_holder_at_a_time_and_names_it(tmp_path: Path) -> None:
     lock = FileLock(tmp_path / "lock")
     assert await lock.holder() is None  # no file yet
-    seen: list[str | None] = []
-    b_holds = trio.Event()
-
-    async def second() -> None:
-        async with FileLock(tmp_path / "lock").hold("replica-b", report_holder=seen.append):
-            assert await lock.holder() == "replica-b"
-            b_holds.set()
-
-    with trio.fail_after(FAIL_SAFE):
-        async with trio.open_nursery() as nursery:
-            async with lock.hold("replica-a"):
-                assert await lock.holder() == "replica-a"
-                nursery.start_soon(second)
-                await trio.sleep(0.7)
-                assert not b_holds.is_set()
-            await b_holds.wait()
-    assert seen[:2] == ["replica-a", "replica-a"]  # b named the holder while it waited
-    assert await lock.holder() is None
+    handover = await one_holder_at_a_time(lock, FileLock(tmp_path / "lock"), 0.7)
+    assert handover < 0.2, handover  # within a poll (FILE_POLL_EVERY)
     assert (tmp_path / "lock").exists()  # left in place for the next replica
 
 
@@ -235,25 +233,11 @@ async def test_etcd_one_holder_at_a_time_and_a_release_hands_over_at_once(
 ) -> None:
     endpoints = [member.client_url for member in etcd_cluster]
     lock = EtcdLock(endpoints, "one-at-a-time", ttl=3)
-    b_holds = trio.Event()
-
-    async def second() -> None:
-        async with EtcdLock(endpoints[1:], "one-at-a-time", ttl=3).hold("replica-b"):
-            assert await lock.holder() == "replica-b"
-            b_holds.set()
-
-    with trio.fail_after(FAIL_SAFE):
-        async with trio.open_nursery() as nursery:
-            async with lock.hold("replica-a"):
-                assert await lock.holder() == "replica-a"
-                nursery.start_soon(second)
-                await trio.sleep(4.0)  # past the ttl: the renewals keep it ours
-                assert not b_holds.is_set()
-            released = time.monotonic()
-            await b_holds.wait()
-            handover = time.monotonic() - released
-    assert handover < 1.0, handover
-    assert await lock.holder() is None
+    # Held past the ttl: the renewals keep it the first one's.
+    handover = await one_holder_at_a_time(
+        lock, EtcdLock(endpoints[1:], "one-at-a-time", ttl=3), 4.0
+    )
+    assert handover < 1.0, handover  # within a poll (POLL_EVERY)
 
 
 async def test_etcd_a_holder_cut_off_stops_before_another_can_take_over(

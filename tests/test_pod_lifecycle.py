@@ -166,6 +166,19 @@ def read_notes(db: str) -> dict[int, str]:
     return stored
 
 
+async def serve_under_load(
+    nursery: trio.Nursery, balancer: Balancer, demo: Demo, load: Load, what: str
+) -> Backend:
+    """Route the balancer to ``demo``, wait until it is ready, then start the clients."""
+    backend = Backend(demo.base, demo.http_port)
+    balancer.backends.append(backend)
+    await nursery.start(balancer.serve)
+    await wait_for(lambda: backend.ready, f"{what} ready")
+    for _ in range(CLIENTS):
+        nursery.start_soon(load.client, f"http://{HOST}:{balancer.port}")
+    return backend
+
+
 async def rolling_update(tmp_path: Path, through_each: int = 50) -> Rollout:
     """Load through the old pod, a rolling update, load through the new one (``through_each``
     requests through each at least)."""
@@ -173,46 +186,39 @@ async def rolling_update(tmp_path: Path, through_each: int = 50) -> Rollout:
     grace = stop_budget({"drain-delay": DRAIN_DELAY, "shutdown-deadline": SHUTDOWN_DEADLINE})
     balancer = Balancer()
     load = Load()
-    async with run_demo_process(tmp_path, db, *OPTIONS) as old:
-        old_backend = Backend(old.base, old.http_port)
-        balancer.backends.append(old_backend)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(balancer.serve)
-            await wait_for(lambda: old_backend.ready, "the old pod ready")
-            url = f"http://{HOST}:{balancer.port}"
-            began = time.monotonic()
-            for _ in range(CLIENTS):
-                nursery.start_soon(load.client, url)
-            await wait_for(lambda: len(load.acked) >= through_each, "load through the old pod")
-            async with run_demo_process(tmp_path, db, *OPTIONS) as new:
-                new_backend = Backend(new.base, new.http_port)
-                balancer.backends.append(new_backend)
-                await wait_for(lambda: new_backend.ready, "the new pod ready")
-                # Kubernetes: SIGTERM and the removal from the endpoints at once; the
-                # removal reaches the proxies later.
-                terminated_at = time.monotonic()
-                old.process.send_signal(signal.SIGTERM)
-                await trio.sleep(ENDPOINTS_LAG)
-                old_backend.removed = True
-                with trio.move_on_at(trio.current_time() + grace - ENDPOINTS_LAG):
-                    await old.process.wait()
-                if old.process.returncode is None:
-                    old.process.kill()  # the kubelet's SIGKILL at the end of the grace period
-                    await old.process.wait()
-                old_gone_after = time.monotonic() - terminated_at
-                routed_before = dict(balancer.routed)
-                await wait_for(
-                    lambda: (
-                        balancer.routed.get(new_backend.port, 0)
-                        > routed_before.get(new_backend.port, 0) + through_each
-                    ),
-                    "load through the new pod",
-                )
-                load.stopping = True
-                await trio.sleep(0.5)  # the clients finish their last request
-                seconds = time.monotonic() - began
-                nursery.cancel_scope.cancel()
-                await stop_new(new)
+    async with run_demo_process(tmp_path, db, *OPTIONS) as old, trio.open_nursery() as nursery:
+        old_backend = await serve_under_load(nursery, balancer, old, load, "the old pod")
+        began = time.monotonic()
+        await wait_for(lambda: len(load.acked) >= through_each, "load through the old pod")
+        async with run_demo_process(tmp_path, db, *OPTIONS) as new:
+            new_backend = Backend(new.base, new.http_port)
+            balancer.backends.append(new_backend)
+            await wait_for(lambda: new_backend.ready, "the new pod ready")
+            # Kubernetes: SIGTERM and the removal from the endpoints at once; the
+            # removal reaches the proxies later.
+            terminated_at = time.monotonic()
+            old.process.send_signal(signal.SIGTERM)
+            await trio.sleep(ENDPOINTS_LAG)
+            old_backend.removed = True
+            with trio.move_on_at(trio.current_time() + grace - ENDPOINTS_LAG):
+                await old.process.wait()
+            if old.process.returncode is None:
+                old.process.kill()  # the kubelet's SIGKILL at the end of the grace period
+                await old.process.wait()
+            old_gone_after = time.monotonic() - terminated_at
+            routed_before = dict(balancer.routed)
+            await wait_for(
+                lambda: (
+                    balancer.routed.get(new_backend.port, 0)
+                    > routed_before.get(new_backend.port, 0) + through_each
+                ),
+                "load through the new pod",
+            )
+            load.stopping = True
+            await trio.sleep(0.5)  # the clients finish their last request
+            seconds = time.monotonic() - began
+            nursery.cancel_scope.cancel()
+            await stop_new(new)
     return Rollout(
         load,
         read_notes(db),
@@ -229,20 +235,13 @@ async def steady_load(tmp_path: Path, seconds: float) -> Rollout:
     db = str(tmp_path / "steady.db")
     balancer = Balancer()
     load = Load()
-    async with run_demo_process(tmp_path, db, *OPTIONS) as only:
-        backend = Backend(only.base, only.http_port)
-        balancer.backends.append(backend)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(balancer.serve)
-            await wait_for(lambda: backend.ready, "the replica ready")
-            url = f"http://{HOST}:{balancer.port}"
-            for _ in range(CLIENTS):
-                nursery.start_soon(load.client, url)
-            await trio.sleep(seconds - 0.5)
-            load.stopping = True
-            await trio.sleep(0.5)
-            nursery.cancel_scope.cancel()
-            await stop_new(only)
+    async with run_demo_process(tmp_path, db, *OPTIONS) as only, trio.open_nursery() as nursery:
+        await serve_under_load(nursery, balancer, only, load, "the replica")
+        await trio.sleep(seconds - 0.5)
+        load.stopping = True
+        await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+        await stop_new(only)
     return Rollout(load, read_notes(db), seconds, routed=balancer.routed)
 
 
