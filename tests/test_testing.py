@@ -21,6 +21,7 @@ from trio_supervise import (
 )
 from trio_supervise.testing import (
     EventRecorder,
+    MemoryLock,
     FakeCrash,
     FakeService,
     ServiceFactory,
@@ -465,3 +466,71 @@ async def test_wait_state(autojump_clock: trio.testing.MockClock) -> None:
         # Already there: returns at once.
         await wait_state(tree, "w", ChildState.RUNNING)
         assert trio.current_time() == pytest.approx(3.5)
+
+
+# ------------------------------------------------------------------------ MemoryLock
+
+
+async def test_memory_lock_is_handed_over_first_come_first_served(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A holder that let go and asks again at once queued behind the replica that was
+    # waiting, or took the lock back first, as Trio's scheduler happened to order them:
+    # a singleton test that expected the waiting replica to take over hung in CI.
+    for _ in range(20):  # each round is a new toss of the scheduler's coin
+        lock = MemoryLock()
+        order: list[str] = []
+        seen: list[str | None] = []
+
+        async def waiter() -> None:
+            async with lock.hold("b", report_holder=seen.append):
+                order.append("b")
+
+        async with trio.open_nursery() as nursery:
+            async with lock.hold("a"):
+                nursery.start_soon(waiter)
+                await trio.sleep(1)
+            async with lock.hold("a"):  # at once, in the same tick
+                order.append("a again")
+        assert order == ["b", "a again"]
+        assert seen == ["a"]
+        assert await lock.holder() is None
+
+
+async def test_a_waiter_cancelled_while_it_waits_leaves_the_queue(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    lock = MemoryLock()
+    got: list[str] = []
+
+    async def waiter(name: str, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            async with lock.hold(name):
+                got.append(name)
+                await trio.sleep(1)
+
+    async with trio.open_nursery() as nursery:
+        async with lock.hold("a"):
+            first = await nursery.start(waiter, "b")
+            await nursery.start(waiter, "c")
+            await trio.sleep(1)
+            first.cancel()  # b gives up waiting
+            await trio.sleep(1)
+    assert got == ["c"]
+    assert await lock.holder() is None
+
+
+async def test_memory_lock_lose_stops_the_holder_and_frees_the_lock_after_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    lock = MemoryLock()
+    async with lock.hold("a") as lease:
+        lock.lose("gone")
+        assert lease.lost.is_set()
+        assert lease.lost_reason == "gone"
+        assert lease.scope.cancel_called
+        assert await lock.holder() == "a"  # free once the holder has stopped
+    assert await lock.holder() is None
+    with pytest.raises(RuntimeError, match="nobody holds the lock"):
+        lock.lose()

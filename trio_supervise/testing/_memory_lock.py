@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import final
@@ -15,8 +16,9 @@ from .._singleton import LockLease, default_holder
 class MemoryLock:
     """A ``Lock`` whose replicas are the trees of one ``trio.run``, for tests.
 
-    It behaves as the real locks do, without a server and without polling: a waiting
-    replica takes it the moment it is released, so handovers happen at exact virtual times.
+    It behaves as the real locks do, without a server and without polling: the first
+    waiting replica takes it the moment it is released, so handovers happen at exact
+    virtual times and go to a predictable replica.
     ``lose()`` plays a broken session or a lapsed lease: the holder loses the lock, and
     it is free once the holder has stopped (as the real locks promise: the work stops
     before another replica can take the lock over).
@@ -31,11 +33,15 @@ class MemoryLock:
 
     def __init__(self) -> None:
         self._lease: LockLease | None = None
-        self._released = trio.lowlevel.ParkingLot()
+        # True while the lock passes from a leaving holder to the first waiter.
+        self._handing_over = False
+        # The waiters, first come first served: a holder that lost the lock and waits
+        # again queues behind the replicas that were waiting already.
+        self._queue: deque[trio.Event] = deque()
 
     def __repr__(self) -> str:
         holder = None if self._lease is None else self._lease.holder
-        return f"MemoryLock(holder={holder!r})"
+        return f"MemoryLock(holder={holder!r}, waiting={len(self._queue)})"
 
     @asynccontextmanager
     async def hold(
@@ -44,18 +50,31 @@ class MemoryLock:
         *,
         report_holder: Callable[[str | None], object] | None = None,
     ) -> AsyncIterator[LockLease]:
-        """Wait until the lock is free, then hold it as ``holder``; release it on exit."""
+        """Wait until the lock is handed to this waiter (first come, first served), then
+        hold it as ``holder``; release it on exit."""
         lease = LockLease(holder or default_holder())
         await trio.lowlevel.checkpoint()
-        while self._lease is not None:
+        if self._lease is not None or self._handing_over:
             if report_holder is not None:
-                report_holder(self._lease.holder)
-            await self._released.park()
+                report_holder(None if self._lease is None else self._lease.holder)
+            turn = trio.Event()
+            self._queue.append(turn)
+            try:
+                await turn.wait()
+            except BaseException:
+                if turn.is_set():  # handed the lock as it was cancelled: pass it on
+                    self._hand_over()
+                else:
+                    self._queue.remove(turn)
+                raise
+            self._handing_over = False
         self._lease = lease
         try:
             yield lease
         finally:
-            self._free(lease)
+            if self._lease is lease:
+                self._lease = None
+                self._hand_over()
 
     async def holder(self) -> str | None:
         """The holder's name, or None when the lock is free."""
@@ -73,7 +92,7 @@ class MemoryLock:
             raise RuntimeError("MemoryLock.lose(): nobody holds the lock")
         lease.lose(reason)
 
-    def _free(self, lease: LockLease) -> None:
-        if self._lease is lease:
-            self._lease = None
-            self._released.unpark_all()
+    def _hand_over(self) -> None:
+        self._handing_over = bool(self._queue)
+        if self._queue:
+            self._queue.popleft().set()
