@@ -21,9 +21,9 @@ from trio_supervise import (
 )
 from trio_supervise.testing import (
     EventRecorder,
-    MemoryLock,
     FakeCrash,
     FakeService,
+    MemoryLock,
     ServiceFactory,
     crash_after,
     fail_start,
@@ -510,13 +510,12 @@ async def test_a_waiter_cancelled_while_it_waits_leaves_the_queue(
                 got.append(name)
                 await trio.sleep(1)
 
-    async with trio.open_nursery() as nursery:
-        async with lock.hold("a"):
-            first = await nursery.start(waiter, "b")
-            await nursery.start(waiter, "c")
-            await trio.sleep(1)
-            first.cancel()  # b gives up waiting
-            await trio.sleep(1)
+    async with trio.open_nursery() as nursery, lock.hold("a"):
+        first = await nursery.start(waiter, "b")
+        await nursery.start(waiter, "c")
+        await trio.sleep(1)
+        first.cancel()  # b gives up waiting
+        await trio.sleep(1)
     assert got == ["c"]
     assert await lock.holder() is None
 
