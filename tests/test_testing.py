@@ -482,13 +482,13 @@ async def test_memory_lock_is_handed_over_first_come_first_served(
         order: list[str] = []
         seen: list[str | None] = []
 
-        async def waiter() -> None:
+        async def waiter(lock: MemoryLock, order: list[str], seen: list[str | None]) -> None:
             async with lock.hold("b", report_holder=seen.append):
                 order.append("b")
 
         async with trio.open_nursery() as nursery:
             async with lock.hold("a"):
-                nursery.start_soon(waiter)
+                nursery.start_soon(waiter, lock, order, seen)
                 await trio.sleep(1)
             async with lock.hold("a"):  # at once, in the same tick
                 order.append("a again")
