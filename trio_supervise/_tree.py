@@ -22,13 +22,13 @@ from ._errors import (
     SupervisionError,
 )
 from ._events import Event, EventBus, EventKind, EventStream, log
-from ._health import HealthReport, health_report, walk
+from ._health import ChildHealth, HealthReport, child_health, health_report, walk
 from ._process import ProcessRun
 from ._runner import StopCause
 from ._shutdown import Band, Shutdown, ShutdownHook, ShutdownReport
 from ._signals import SignalControls, watch_signals
 from ._singleton import SingletonRun
-from ._spec import ChildSpec, SupervisorSpec
+from ._spec import ChildSpec, HealthStatus, SupervisorSpec
 from ._supervisor import Child, Supervisor, TreeShared
 from ._systemd import SystemdNotifier, TreeNotifications
 
@@ -75,6 +75,8 @@ class ChildInfo:
       lock_holder: for a ``ChildSpec.singleton`` child, the replica that holds its lock
         (``"<host name>:<pid>"``; this one's while the child runs), as last seen while
         waiting; None for other children, while nobody holds it, and once stopped.
+      restart_at: while it waits out a backoff (``RESTARTING``), the ``trio.current_time()``
+        its restart is due at; None otherwise.
     """
 
     name: str
@@ -88,6 +90,7 @@ class ChildInfo:
     output_tail: tuple[str, ...] = ()
     status: str | None = None
     lock_holder: str | None = None
+    restart_at: float | None = None
 
 
 @final
@@ -132,6 +135,7 @@ def _info(child: Child) -> ChildInfo:
         tail,
         status,
         _lock_holder(child),
+        child.restart_due,
     )
 
 
@@ -343,6 +347,19 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
     def history(self) -> list[Event]:
         """The most recent events (at most ``history_size``), oldest first."""
         return list(self._bus.history)
+
+    def _child_health(self, path: str) -> ChildHealth:
+        """One child's entry of ``health().children``, without walking the whole tree."""
+        _, child = self._find(path)
+        down_on_purpose = False
+        parts = path.split("/")
+        for depth in range(1, len(parts)):  # its supervisors, from the top
+            _, above = self._find("/".join(parts[:depth]))
+            status = child_health(above, down_on_purpose).status
+            down_on_purpose = down_on_purpose or (
+                above.state is ChildState.STOPPED and status is HealthStatus.HEALTHY
+            )
+        return child_health(child, down_on_purpose)
 
     def health(self) -> HealthReport:
         """The tree's health (see ``HealthReport``)."""

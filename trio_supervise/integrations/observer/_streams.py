@@ -1,0 +1,186 @@
+"""The observer's live streams, as server-sent events: every event, or the page's deltas.
+
+Each connection is fed by a listener on the tree (``add_event_listener``) into bounded
+buffers, so that a slow or stalled client costs a bounded amount of memory and never
+slows the tree: the event stream ends for a client that fell ``EVENT_BUFFER`` events
+behind (it reconnects and reads ``/api/events``); the page's stream sends a fresh snapshot
+instead. The page's stream coalesces: what changed within ``BATCH_SECONDS`` goes out as
+one message with each changed child once, whatever the number of its events.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import trio
+
+from ..._events import Event, EventKind
+from ..._tree import SupervisorTree
+from ._snapshot import HOOK_KINDS, children_of, event_json, node, shutdown_json, tree_json
+
+#: Events a client of ``/api/events/stream`` may fall behind before it is dropped.
+EVENT_BUFFER: Final = 10_000
+#: Seconds the page's stream gathers changes before it sends them.
+BATCH_SECONDS: Final = 0.05
+#: Seconds without anything to send after which a comment keeps the connection alive
+#: (and finds a client that is gone).
+KEEPALIVE_SECONDS: Final = 15.0
+#: The recent events the page's snapshot carries.
+SNAPSHOT_EVENTS: Final = 500
+
+
+def sse(data: Any, event: str | None = None) -> str:
+    """One server-sent event: ``event:`` (if named) and one ``data:`` line of JSON."""
+    text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    return (f"event: {event}\n" if event else "") + f"data: {text}\n\n"
+
+
+class _Feed:
+    """What one connection has not sent yet, filled by the tree's listener."""
+
+    def __init__(self, limit: int) -> None:
+        self.events: deque[Event] = deque()
+        self.limit = limit
+        self.overflowed = False
+        self.wake = trio.Event()
+
+    def __call__(self, event: Event) -> None:
+        if len(self.events) >= self.limit:
+            self.overflowed = True
+            self.events.clear()
+        else:
+            self.events.append(event)
+        self.wake.set()
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait until there is something to send; False after ``seconds`` with nothing."""
+        with trio.move_on_after(seconds):
+            await self.wake.wait()
+        if not self.wake.is_set():
+            return False
+        self.wake = trio.Event()
+        return True
+
+    def take(self) -> list[Event]:
+        events = list(self.events)
+        self.events.clear()
+        return events
+
+
+async def event_stream(tree: SupervisorTree) -> AsyncIterator[str]:
+    """Every event from now on, one JSON object per ``data:`` line (``/api/events/stream``)."""
+    feed = _Feed(EVENT_BUFFER)
+    remove = tree.add_event_listener(feed)
+    try:
+        yield "retry: 1000\n\n"
+        while True:
+            if not await feed.wait(KEEPALIVE_SECONDS):
+                yield ": keepalive\n\n"
+                continue
+            if feed.overflowed:
+                yield sse({"dropped": "this client fell behind; read /api/events"}, "overflow")
+                return
+            for event in feed.take():
+                yield sse(event_json(event))
+    finally:
+        remove()
+
+
+async def page_stream(tree: SupervisorTree) -> AsyncIterator[str]:
+    """The page's stream: a ``snapshot``, then ``changes`` as they come (see the module).
+
+    ``snapshot``: ``{now, tree, events, shutdown}``. ``changes``: ``{now, events, nodes,
+    removed, order}``: the new events, the changed children (without their children),
+    the paths gone, and for each supervisor that gained children the new order of their
+    names. ``shutdown``: the report, once a shutdown has finished.
+    """
+    feed = _Feed(EVENT_BUFFER)
+    remove = tree.add_event_listener(feed)
+    try:
+        yield "retry: 1000\n\n"
+        yield_snapshot = True
+        paths: set[str] = set()
+        while True:
+            if yield_snapshot:
+                snapshot = tree_json(tree)
+                paths = set(_paths(snapshot))
+                recent = [event_json(event) for event in tree.history[-SNAPSHOT_EVENTS:]]
+                yield sse(
+                    {
+                        "now": trio.current_time(),
+                        "tree": snapshot,
+                        "events": recent,
+                        "shutdown": shutdown_json(tree.shutdown_report),
+                    },
+                    "snapshot",
+                )
+                yield_snapshot = False
+            if not await feed.wait(KEEPALIVE_SECONDS):
+                yield ": keepalive\n\n"
+                continue
+            await trio.sleep(BATCH_SECONDS)
+            if feed.overflowed:
+                feed.overflowed, yield_snapshot = False, True
+                feed.take()
+                continue
+            events = feed.take()
+            yield sse(_changes(tree, events, paths), "changes")
+            if any(event.kind is EventKind.SHUTDOWN_FINISHED for event in events):
+                yield sse(shutdown_json(tree.shutdown_report), "shutdown")
+    finally:
+        remove()
+
+
+def _paths(tree: dict[str, Any]) -> list[str]:
+    found = [tree["path"]]
+    for child in tree["children"]:
+        found.extend(_paths(child))
+    return found
+
+
+def _changes(tree: SupervisorTree, events: list[Event], paths: set[str]) -> dict[str, Any]:
+    changed: dict[str, None] = {}
+    for event in events:
+        if event.kind not in HOOK_KINDS:
+            changed[event.path] = None
+    nodes: list[dict[str, Any]] = []
+    removed: list[str] = []
+    grown: dict[str, None] = {}
+    for path in changed:
+        try:
+            info = tree.info(path)
+        except LookupError:
+            if path in paths:
+                paths.discard(path)
+                removed.extend(_below(paths, path))
+                removed.append(path)
+            continue
+        nodes.append(node(tree, info))
+        if path not in paths:
+            paths.add(path)
+            grown[path.rpartition("/")[0]] = None
+    order: dict[str, list[str]] = {}
+    for parent in grown:
+        try:
+            order[parent] = [child.name for child in children_of(tree, tree.info(parent))]
+        except LookupError:
+            continue
+    return {
+        "now": trio.current_time(),
+        "events": [event_json(event) for event in events],
+        "nodes": nodes,
+        "removed": removed,
+        "order": order,
+    }
+
+
+def _below(paths: set[str], path: str) -> list[str]:
+    """The known paths below ``path``, removed from ``paths``."""
+    prefix = f"{path}/" if path else ""
+    below = [p for p in paths if p.startswith(prefix) and p != path]
+    for p in below:
+        paths.discard(p)
+    return below
