@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from importlib import resources
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from ..._errors import SupervisionError
 from ..._events import log
@@ -37,7 +42,41 @@ _SECURITY_HEADERS: Final = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-_STREAM_HEADERS: Final = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+_STREAM_HEADERS: Final = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+    (b"x-accel-buffering", b"no"),  # no proxy buffering: the events are live
+]
+
+
+class _EventSource:
+    """A ``text/event-stream`` response that ends, and closes its stream, when the client goes.
+
+    Not Starlette's StreamingResponse: it leaves the stream's generator open when the client
+    disconnects, for the garbage collector to find.
+    """
+
+    def __init__(self, stream: Callable[[], AsyncGenerator[str, None]]) -> None:
+        self._stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": _STREAM_HEADERS})
+        async with trio.open_nursery() as nursery:
+
+            async def until_disconnected() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                nursery.cancel_scope.cancel(reason="the client went away")
+
+            nursery.start_soon(until_disconnected)
+            async with aclosing(self._stream()) as chunks:
+                async for chunk in chunks:
+                    await send(
+                        {"type": "http.response.body", "body": chunk.encode(), "more_body": True}
+                    )
+            nursery.cancel_scope.cancel(reason="the stream ended")
+        with trio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _asset(name: str) -> bytes:
@@ -91,19 +130,17 @@ class _Observer:
     async def api_shutdown(self, request: Request) -> Response:
         return JSONResponse(shutdown_json(self.tree.shutdown_report))
 
-    async def events_stream(self, request: Request) -> Response:
+    async def events_stream(self, request: Request) -> Response | _EventSource:
         if not _same_origin(request):
             return _error(403, "the event stream is served to pages of this origin only")
-        return StreamingResponse(
-            event_stream(self.tree), media_type="text/event-stream", headers=_STREAM_HEADERS
-        )
+        tree = self.tree
+        return _EventSource(lambda: event_stream(tree))
 
-    async def page_stream(self, request: Request) -> Response:
+    async def page_stream(self, request: Request) -> Response | _EventSource:
         if not _same_origin(request):
             return _error(403, "the stream is served to pages of this origin only")
-        return StreamingResponse(
-            page_stream(self.tree), media_type="text/event-stream", headers=_STREAM_HEADERS
-        )
+        tree = self.tree
+        return _EventSource(lambda: page_stream(tree))
 
     async def child_error(self, request: Request) -> Response:
         path = request.path_params["path"]

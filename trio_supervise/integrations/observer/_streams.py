@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Final
 
 import trio
@@ -70,7 +70,7 @@ class _Feed:
         return events
 
 
-async def event_stream(tree: SupervisorTree) -> AsyncIterator[str]:
+async def event_stream(tree: SupervisorTree) -> AsyncGenerator[str, None]:
     """Every event from now on, one JSON object per ``data:`` line (``/api/events/stream``)."""
     feed = _Feed(EVENT_BUFFER)
     remove = tree.add_event_listener(feed)
@@ -89,7 +89,7 @@ async def event_stream(tree: SupervisorTree) -> AsyncIterator[str]:
         remove()
 
 
-async def page_stream(tree: SupervisorTree) -> AsyncIterator[str]:
+async def page_stream(tree: SupervisorTree) -> AsyncGenerator[str, None]:
     """The page's stream: a ``snapshot``, then ``changes`` as they come (see the module).
 
     ``snapshot``: ``{now, tree, events, shutdown}``. ``changes``: ``{now, events, nodes,
