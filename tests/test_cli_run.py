@@ -131,9 +131,19 @@ def test_check_prints_the_tree_of_a_spec_or_of_a_function_returning_one(
             "TRIO_SUPERVISE_LOG_FORMAT: must be one of text, logfmt, json (got 'xml')",
         ),
         (
-            ("run", "svc:spec", "--observer", "9000"),
+            ("run", "svc:spec", "--observer", "x:y"),
             {},
-            "--observer: the observer is not available",
+            "--observer: must be HOST:PORT or PORT",
+        ),
+        (
+            ("run", "svc:spec", "--observer", "9000"),
+            {"TRIO_SUPERVISE_OBSERVER_TOKEN": " "},
+            "TRIO_SUPERVISE_OBSERVER_TOKEN is empty; unset it for a read-only observer",
+        ),
+        (
+            ("run", "svc:spec"),
+            {"TRIO_SUPERVISE_OBSERVER_TOKEN": "t"},
+            "TRIO_SUPERVISE_OBSERVER_TOKEN is set but there is no --observer to use it",
         ),
         (
             ("run", "svc:spec", "--drain-delay", "5", "--shutdown-deadline", "5"),
@@ -247,6 +257,38 @@ def test_run_serves_health_and_metrics_and_drains_on_sigterm(
     assert process.returncode == 0, err
     assert 0.5 <= took < 2.5, took
     assert re.search(r"HOOK_FINISHED drain-delay: ok in 0\.5\d\ds", err), err
+
+
+def test_run_serves_the_observer_with_actions_for_the_token(service_dir: Path) -> None:
+    port = free_port()
+    process = start(
+        service_dir,
+        "svc:spec",
+        "--observer",
+        str(port),
+        env={"TRIO_SUPERVISE_OBSERVER_TOKEN": "let-me-in"},
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(f"{base}/api/info")
+        tree = httpx.get(f"{base}/api/tree", trust_env=False).json()
+        names = [child["name"] for child in tree["children"]]
+        assert names[-1] == "trio-supervise-observer"
+        assert (
+            httpx.get(f"{base}/", trust_env=False).headers["content-type"].startswith("text/html")
+        )
+        refused = httpx.post(f"{base}/api/children/inner/x/restart", trust_env=False)
+        assert refused.status_code == 401
+        done = httpx.post(
+            f"{base}/api/children/inner/x/restart",
+            headers={"Authorization": "Bearer let-me-in"},
+            trust_env=False,
+        )
+        assert done.status_code == 200, done.text
+    finally:
+        err = stop(process)
+    assert "kind=OBSERVER_ACTION" in err
+    assert "observer: restart inner/x" in err
 
 
 def test_the_command_line_wins_over_the_environment(service_dir: Path) -> None:

@@ -24,6 +24,7 @@ from ._cli_run import (
     run_target,
     seconds,
 )
+from ._cli_tree import TreeError, base_url, show
 from ._logs import configure_logging, configure_worker_logging
 from ._signals import HeldSignals
 from ._version import __version__
@@ -128,6 +129,17 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         "check", help="validate the spec MODULE:ATTR names and print its tree"
     )
     check.add_argument("target", metavar="MODULE:ATTR")
+    tree = commands.add_parser(
+        "tree",
+        help="print the live tree of a running service from its observer (--observer)",
+        description=(
+            "Print the tree of the service whose observer URL serves (trio-supervise run"
+            " --observer, or the demo's --observer-port): name, kind, state, restarts,"
+            " health and last error of every child."
+        ),
+    )
+    tree.add_argument("url", type=_argument(base_url), metavar="URL")
+    tree.add_argument("--watch", action="store_true", help="redraw it on every event until Ctrl+C")
     demo = commands.add_parser(
         "demo",
         help="run the demo service (notes over HTTP, news over WebSocket) until Ctrl+C",
@@ -220,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_or_check(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "tree":
+        return _tree(args)
     try:
         # Imported only now: the extras it needs are not dependencies of the package.
         demo = importlib.import_module("trio_supervise._demo")
@@ -274,6 +288,20 @@ def _run_or_check(args: argparse.Namespace) -> int:
         except UsageError as exc:
             print(f"trio-supervise run: {exc}", file=sys.stderr)
             return 2
+
+
+def _tree(args: argparse.Namespace) -> int:
+    try:
+        show(args.url, watch=args.watch, out=sys.stdout)
+    except TreeError as exc:
+        print(f"trio-supervise tree: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass  # --watch ends with Ctrl+C
+    except BrokenPipeError:
+        # The reader went away (| head): nothing more to say, and no traceback at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -31,9 +31,13 @@ from ._tree import SupervisorTree
 ENV_PREFIX: Final = "TRIO_SUPERVISE_"
 #: Set by a supervisor in its process children's environment (§7): not options.
 CHILD_VARIABLES: Final = frozenset({"TRIO_SUPERVISE_PATH", "TRIO_SUPERVISE_RESTARTS"})
+#: The observer's token, from the environment only: a command line is visible to ``ps``.
+TOKEN_VARIABLE: Final = "TRIO_SUPERVISE_OBSERVER_TOKEN"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: The child ``--health`` adds to the root supervisor, last.
 HEALTH_CHILD: Final = "trio-supervise-health"
+#: The child ``--observer`` adds to the root supervisor, last.
+OBSERVER_CHILD: Final = "trio-supervise-observer"
 _HEALTH_EXTRAS: Final = (
     "--health needs the http and metrics extras: pip install 'trio-supervise[http,metrics]'"
 )
@@ -135,7 +139,13 @@ OPTIONS: Final = (
         None,
         "serve /health/live, /health/ready and /metrics on HOST:PORT (PORT: 127.0.0.1)",
     ),
-    Option("observer", _address, None, "serve the observer on HOST:PORT (not available yet)"),
+    Option(
+        "observer",
+        _address,
+        None,
+        "serve the observer (a live page of the tree) on HOST:PORT (PORT: 127.0.0.1);"
+        f" actions need ${TOKEN_VARIABLE}",
+    ),
     Option("log-level", _choice(LOG_LEVELS, upper=True), "INFO", "least level logged"),
     Option("log-format", _choice(LOG_FORMATS, upper=False), "logfmt", "text, logfmt or json"),
 )
@@ -159,7 +169,7 @@ def resolve_options(args: argparse.Namespace, environ: Mapping[str, str]) -> dic
     Raises:
       UsageError: a bad value (naming the option or the variable) or an unknown variable.
     """
-    known = {option.variable for option in OPTIONS} | CHILD_VARIABLES
+    known = {option.variable for option in OPTIONS} | CHILD_VARIABLES | {TOKEN_VARIABLE}
     unknown = sorted(key for key in environ if key.startswith(ENV_PREFIX) and key not in known)
     if unknown:
         names = ", ".join(sorted(option.variable for option in OPTIONS))
@@ -182,11 +192,12 @@ def resolve_options(args: argparse.Namespace, environ: Mapping[str, str]) -> dic
             values[option.name] = option.parse(text)
         except ValueError as exc:
             raise UsageError(f"{source}: {exc}") from None
-    if values["observer"] is not None:
-        raise UsageError(
-            "--observer: the observer is not available in this version of trio-supervise;"
-            " leave --observer and $TRIO_SUPERVISE_OBSERVER unset"
-        )
+    token = environ.get(TOKEN_VARIABLE)
+    if token is not None and not token.strip():
+        raise UsageError(f"{TOKEN_VARIABLE} is empty; unset it for a read-only observer")
+    if token is not None and values["observer"] is None:
+        raise UsageError(f"{TOKEN_VARIABLE} is set but there is no --observer to use it")
+    values["observer-token"] = token
     if values["drain-delay"] >= values["shutdown-deadline"]:
         raise UsageError(
             f"--drain-delay ({values['drain-delay']:g}) must be shorter than"
@@ -299,6 +310,9 @@ def run_target(spec: SupervisorSpec, values: Mapping[str, Any]) -> int:
     if values["health"] is not None:
         spec, server_hook, on_start = _with_health(spec, values["health"], drain)
         hooks.append(server_hook)
+    if values["observer"] is not None:
+        spec, server_hook = _with_observer(spec, values["observer"], values["observer-token"])
+        hooks.append(server_hook)
     return run(spec, hooks=hooks, shutdown_deadline=values["shutdown-deadline"], on_start=on_start)
 
 
@@ -318,3 +332,24 @@ def _with_health(
     except SpecError as exc:
         raise UsageError(f"--health: {exc}") from None
     return extended, server.shutdown_hook("health: stop accepting"), metrics.attach
+
+
+def _with_observer(
+    spec: SupervisorSpec, address: tuple[str, int], token: str | None
+) -> tuple[SupervisorSpec, ShutdownHook]:
+    try:
+        from .integrations.http import HTTPServer
+        from .integrations.observer import observer_app
+    except ImportError as exc:
+        raise UsageError(
+            f"--observer needs the http extra: pip install 'trio-supervise[http]' ({exc})"
+        ) from None
+    host, port = address
+    # No drain delay: the observer is for people, not behind a load balancer, and it
+    # should show the shutdown for as long as it can.
+    server = HTTPServer(observer_app(token=token), host=host, port=port)
+    try:
+        extended = attrs.evolve(spec, children=[*spec.children, server.child_spec(OBSERVER_CHILD)])
+    except SpecError as exc:
+        raise UsageError(f"--observer: {exc}") from None
+    return extended, server.shutdown_hook("observer: stop accepting")

@@ -119,7 +119,13 @@ class _Observer:
 
     async def api_info(self, request: Request) -> Response:
         tree = self.tree
-        return JSONResponse({"name": tree.info("").name, "actions": self._token is not None})
+        return JSONResponse(
+            {
+                "name": tree.info("").name,
+                "actions": self._token is not None,
+                "now": trio.current_time(),
+            }
+        )
 
     async def api_tree(self, request: Request) -> Response:
         return JSONResponse(tree_json(self.tree))
@@ -216,6 +222,8 @@ def observer_app(tree: SupervisorTree | None = None, *, token: str | None = None
       error, detail}``; ``GET /api/events/stream``: the events from now on as server-sent
       events, one JSON event per ``data:`` line.
     * ``GET /api/shutdown``: the last shutdown's report, or null.
+    * ``GET /api/info``: ``{name, actions, now}``: the root's name, whether actions are
+      allowed, and the tree's clock (against which ``started_at`` and ``restart_at`` count).
     * ``GET /api/children/<path>/error``: the traceback of a child's last error.
     * ``POST /api/children/<path>/restart``, ``/terminate``, ``/start`` (a stopped child):
       only with ``token`` set, and then only with ``Authorization: Bearer <token>`` (401
