@@ -81,9 +81,12 @@ def demo_command(db: str, *extra: str) -> list[str]:
 
 
 def parse_ready(line: str) -> tuple[str, int]:
-    """``ready http=http://H:P ws=ws://H:Q/ws`` -> ``("http://H:P", Q)``."""
+    """``ready http=http://H:P ws=ws://H:Q/ws`` -> ``("http://H:P", Q)``.
+
+    With ``--observer-port`` the line ends with ``observer=http://H:R`` (see ``observer_of``).
+    """
     words = line.split()
-    assert len(words) == 3, line
+    assert len(words) == 3 or (len(words) == 4 and words[3].startswith("observer=")), line
     assert words[0] == "ready", line
     http, ws = words[1].removeprefix("http="), words[2].removeprefix("ws=")
     assert http.startswith(f"http://{HOST}:"), line
@@ -100,6 +103,7 @@ class Demo:
     stderr_path: Path
     base: str = ""
     ws_port: int = 0
+    observer: str = ""
     _buffer: bytearray = attrs.Factory(bytearray)
 
     @property
@@ -137,7 +141,9 @@ async def run_demo_process(tmp_path: Path, db: str, *extra: str) -> AsyncIterato
     demo = Demo(process, stderr_path)
     try:
         with trio.fail_after(FAIL_SAFE):
-            demo.base, demo.ws_port = parse_ready(await demo.readline())
+            line = await demo.readline()
+            demo.base, demo.ws_port = parse_ready(line)
+            demo.observer = line.partition(" observer=")[2]
         yield demo
     finally:
         if process.returncode is None:
@@ -572,6 +578,43 @@ async def test_two_demos_on_one_database_take_turns_at_the_compaction(
             rows = pg.execute("SELECT replica FROM compactions ORDER BY id").fetchall()
     assert [replica for (replica,) in rows] == names
     print(f"\n{kind}: compaction handed over {handover:.2f} s after SIGTERM")
+
+
+# ------------------------------------------------------------------------ the observer
+
+
+async def test_the_demo_serves_its_observer_on_loopback_with_actions_for_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRIO_SUPERVISE_OBSERVER_TOKEN", "demo-token")
+    options = ("--observer-port", "0", "--flaky-period", "0.3", "--drain-delay", "0")
+    async with (
+        run_demo_process(tmp_path, str(tmp_path / "demo.db"), *options) as demo,
+        http_client() as client,
+    ):
+        assert demo.observer.startswith(f"http://{HOST}:")
+        tree = (await client.get(f"{demo.observer}/api/tree")).json()
+        assert [child["name"] for child in tree["children"]][:3] == [
+            "observer",
+            "workers",
+            "websocket",
+        ]
+        compaction = find_node(tree, "workers/compaction")
+        assert compaction["lock_holder"] == f"{socket.gethostname()}:{demo.process.pid}"
+        page = await client.get(f"{demo.observer}/")
+        assert page.status_code == 200
+        flaky = "workers/flaky/worker"
+        refused = await client.post(f"{demo.observer}/api/children/{flaky}/terminate")
+        assert refused.status_code == 401
+        done = await client.post(
+            f"{demo.observer}/api/children/{flaky}/terminate",
+            headers={"Authorization": "Bearer demo-token"},
+        )
+        assert done.json()["state"] == "stopped"
+        demo.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(FAIL_SAFE):
+            assert await demo.process.wait() == 0
+    assert "kind=OBSERVER_ACTION" in demo.stderr()
 
 
 # ---------------------------------------------------- a WebSocket client that never reads

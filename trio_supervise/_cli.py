@@ -14,6 +14,9 @@ import trio
 
 from ._cli_export import kubernetes, kubernetes_yaml, systemd
 from ._cli_run import (
+    TOKEN_VARIABLE as OBSERVER_TOKEN,
+)
+from ._cli_run import (
     UsageError,
     add_run_options,
     integer,
@@ -185,6 +188,20 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         default=8002,
         help="with --workers N > 1: the parent's /tree, /metrics and health (default 8002)",
     )
+    demo.add_argument(
+        "--observer-port",
+        type=_port,
+        default=None,
+        help=(
+            "serve the observer, a live page of the tree, on this port (0 picks a free one;"
+            " default: none); actions need $TRIO_SUPERVISE_OBSERVER_TOKEN"
+        ),
+    )
+    demo.add_argument(
+        "--observer-host",
+        default="127.0.0.1",
+        help="the address the observer binds (default 127.0.0.1: this machine only)",
+    )
     demo.add_argument("--worker-fd", type=int, default=None, help=argparse.SUPPRESS)
     demo.add_argument(
         "--drain-delay",
@@ -251,6 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             flaky_period=args.flaky_period,
             workers=args.workers,
             admin_port=args.admin_port,
+            observer_port=args.observer_port,
+            observer_host=args.observer_host,
+            observer_token=os.environ.get(OBSERVER_TOKEN) or None,
             worker_fd=args.worker_fd,
         )
     except ValueError as exc:

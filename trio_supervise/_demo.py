@@ -141,6 +141,7 @@ from trio_supervise.integrations.database import (
 from trio_supervise.integrations.http import READY_PATH, HTTPServer, health_app
 from trio_supervise.integrations.locks import FileLock, PostgresLock, default_holder
 from trio_supervise.integrations.metrics import TreeMetrics
+from trio_supervise.integrations.observer import observer_app
 from trio_supervise.integrations.websocket import WebSocketServer
 from trio_supervise.testing import MemoryLock
 
@@ -263,6 +264,10 @@ class DemoConfig:
       compact_every: seconds between two checkpoints of the compaction singleton.
       workers: HTTP worker processes; 1 serves HTTP in this process (see ``_demo_workers``).
       admin_port: with workers, the parent's own port for ``/tree``, ``/metrics`` and health.
+      observer_port: the observer's port (a live page of the tree, on ``observer_host``);
+        None for no observer, 0 picks a free one.
+      observer_host: the address the observer binds: loopback unless asked otherwise.
+      observer_token: the token that allows the observer's actions; None: read-only.
       worker_fd: set in a worker process: the listening socket it inherited.
 
     Raises:
@@ -280,6 +285,9 @@ class DemoConfig:
     compact_every: float = 30.0
     workers: int = 1
     admin_port: int = 8002
+    observer_port: int | None = None
+    observer_host: str = "127.0.0.1"
+    observer_token: str | None = None
     worker_fd: int | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -297,6 +305,8 @@ class DemoConfig:
         if not isinstance(self.workers, int) or not 1 <= self.workers <= MAX_WORKERS:
             raise ValueError(f"--workers must be within [1, {MAX_WORKERS}] (got {self.workers!r})")
         _check_port("--admin-port", self.admin_port)
+        if self.observer_port is not None:
+            _check_port("--observer-port", self.observer_port)
         if self.worker_fd is not None and (
             not isinstance(self.worker_fd, int) or self.worker_fd < 0
         ):
@@ -690,6 +700,15 @@ class DemoService:
             body_timeout=BODY_TIMEOUT,
             fd=config.worker_fd,
         )
+        self.observer = (
+            None
+            if config.observer_port is None or self.is_worker
+            else HTTPServer(
+                observer_app(token=config.observer_token),
+                host=config.observer_host,
+                port=config.observer_port,
+            )
+        )
         self.compaction_lock = compaction_lock(db, config.db)
         self.tree: SupervisorTree | None = None
         # The function that detaches the metrics; None until attached.
@@ -732,8 +751,12 @@ class DemoService:
             backoff=Backoff(initial=1.0, maximum=5.0),
         )
         assert self.websocket is not None
+        # The observer comes right after the startup child: stopped last (in reverse start
+        # order), it shows the shutdown for as long as there is anything to show.
+        observer = [] if self.observer is None else [self.observer.child_spec("observer")]
         children: list[ChildSpec | SupervisorSpec] = [
             startup,
+            *observer,
             workers,
             self.websocket.child_spec(),
             self.http.child_spec("admin" if self.is_parent else "http"),
@@ -770,15 +793,17 @@ class DemoService:
         """``ready http=http://HOST:PORT ws=ws://HOST:PORT/ws`` with the bound ports.
 
         The parent of workers adds ``admin=http://HOST:PORT`` (its own ``/tree``,
-        ``/metrics`` and health); a worker says ``worker ready http=...``.
+        ``/metrics`` and health), ``--observer-port`` adds ``observer=http://HOST:PORT``; a
+        worker says ``worker ready http=...``.
         """
         if self.is_worker:
             return f"worker ready http={self.http.bound[0]}"
+        observer = "" if self.observer is None else f" observer={self.observer.bound[0]}"
         if self._listener is not None:
             host, port = self._listener.getsockname()[:2]
             http = f"http://{_url_host(host)}:{port}"
-            return f"ready http={http} ws={self.ws_url} admin={self.http.bound[0]}"
-        return f"ready http={self.http.bound[0]} ws={self.ws_url}"
+            return f"ready http={http} ws={self.ws_url} admin={self.http.bound[0]}{observer}"
+        return f"ready http={self.http.bound[0]} ws={self.ws_url}{observer}"
 
     async def _startup(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         # The first child: the metrics see every later child start. It reports started at
