@@ -1,11 +1,14 @@
-"""Fixtures shared by the test suite: real servers from ``servers``, skipped where missing."""
+"""Fixtures shared by the test suite: real servers from ``servers`` and a real browser from
+``browser``, skipped where missing."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+from browser import chromium, fresh_tab
 from servers import (
     POSTGRES_TEST_DATABASE,
     EtcdMember,
@@ -16,6 +19,9 @@ from servers import (
 from servers import (
     etcd_cluster as start_etcd_cluster,
 )
+
+if TYPE_CHECKING:
+    from selenium.webdriver.chrome.webdriver import WebDriver
 
 
 @contextlib.contextmanager
@@ -45,3 +51,20 @@ def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Etcd
     """Three etcd members on 127.0.0.1, for the session."""
     with _skipped_if_unavailable(), start_etcd_cluster(tmp_path_factory.mktemp("etcd")) as members:
         yield members
+
+
+@pytest.fixture(scope="session")
+def chromium_session() -> Iterator[WebDriver]:
+    """One headless Chromium for the session, quit at its end; tests take ``browser``."""
+    with _skipped_if_unavailable(), chromium() as driver:
+        yield driver
+
+
+@pytest.fixture
+def browser(chromium_session: WebDriver) -> WebDriver:
+    """The session's headless Chromium (``browser.chromium``), as good as new for the test.
+
+    The test has one new blank tab, no cookies or storage of any origin, and a console read
+    from now on (``browser.console_errors``).
+    """
+    return fresh_tab(chromium_session)
