@@ -6,6 +6,7 @@ Usage::
     python -m benchmarks --quick         # every benchmark with tiny sizes (about 30 seconds)
     python -m benchmarks --only core     # some: start_stop restart memory scaling shutdown http
                                          # core multicore process cli singleton pods
+                                         # observer
     python benchmarks/run.py ...         # the same
 
 Exit status 0, or with ``--strict`` 1 when a target is missed.
@@ -33,6 +34,7 @@ from benchmarks import (
     bench_http,
     bench_memory,
     bench_multicore,
+    bench_observer,
     bench_pods,
     bench_process,
     bench_restart,
@@ -56,6 +58,7 @@ BENCHMARKS = (
     "cli",
     "singleton",
     "pods",
+    "observer",
 )
 
 
@@ -135,6 +138,8 @@ def main(argv: Sequence[str] | None = None, reporter: Reporter | None = None) ->
             bench_singleton.run(config, r)
         if "pods" in selected:
             bench_pods.run(config, r)
+        if "observer" in selected:
+            bench_observer.run(config, r)
     finally:
         if gc_was_enabled:
             gc.enable()

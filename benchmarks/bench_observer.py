@@ -1,0 +1,121 @@
+"""(n) The observer's page in a real browser: time to first render and cost per update, at
+100 and 10,000 children.
+
+A tree (``_observer_program.py``: a pool of N sleeping children and a child that crashes
+every 0.2 s) serves its observer; headless Chromium (``tests/browser.py``, Debian's) loads
+the page. The page itself measures (``window.observerStats``): ``firstRenderMs`` from the
+start of its script to the first tree on screen (the snapshot fetched over the stream,
+parsed, laid out), and ``lastUpdateMs`` for each delta applied (a crash and its restart:
+the model updated and the visible rows redrawn). The floor is the browser's own
+``JSON.parse`` of the same tree (``/api/tree``), measured in the same page: no client can
+show a tree it has not parsed. Information only (issue 13 asks for the figures).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Final
+
+from benchmarks._common import Config, Reporter, median, ratio, stop_process
+
+TESTS: Final = Path(__file__).resolve().parent.parent / "tests"
+PROGRAM: Final = Path(__file__).with_name("_observer_program.py")
+CRASH_EVERY: Final = 0.2
+TIMEOUT: Final = 60.0
+
+sys.path.insert(0, str(TESTS))
+import browser  # noqa: E402  (tests/browser.py: Debian's Chromium through Selenium)
+import servers  # noqa: E402
+
+_FLOOR_JS: Final = """
+const done = arguments[arguments.length - 1];
+fetch("api/tree").then(r => r.text()).then(text => {
+  const start = performance.now();
+  JSON.parse(text);
+  done(performance.now() - start);
+});
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _stats(driver: Any) -> dict[str, Any]:
+    stats = driver.execute_script("return window.observerStats || null")
+    return stats if isinstance(stats, dict) else {}
+
+
+def _measure(driver: Any, children: int, updates: int) -> tuple[float, list[float], float]:
+    """First render, per-update times and the parse floor, in ms, for one page load."""
+    port = _free_port()
+    program = subprocess.Popen(
+        [sys.executable, str(PROGRAM), str(children), str(CRASH_EVERY), str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert program.stdout is not None
+        line = program.stdout.readline()
+        assert line.startswith("ready "), line
+        driver.get(f"http://127.0.0.1:{port}/")
+        deadline = time.monotonic() + TIMEOUT
+        while "firstRenderMs" not in _stats(driver):
+            assert time.monotonic() < deadline, "the page never rendered"
+            time.sleep(0.01)
+        first = float(_stats(driver)["firstRenderMs"])
+        costs: list[float] = []
+        seen = int(_stats(driver).get("updates", 0))
+        while len(costs) < updates:
+            assert time.monotonic() < deadline, "the page stopped updating"
+            stats = _stats(driver)
+            if int(stats.get("updates", 0)) > seen:
+                seen = int(stats["updates"])
+                costs.append(float(stats["lastUpdateMs"]))
+            time.sleep(0.005)
+        driver.set_script_timeout(TIMEOUT)
+        floor = float(driver.execute_async_script(_FLOOR_JS))
+        return first, costs, floor
+    finally:
+        stop_process(program)
+
+
+def run(config: Config, reporter: Reporter) -> None:
+    r = reporter
+    quick = config.reps < 3
+    sizes, loads, updates = ((100,), 1, 3) if quick else ((100, 10_000), 5, 20)
+    r.comment(
+        f"(n) the observer's page in Chromium: first render and per-update cost, {loads}"
+        f" page loads per size, {updates} updates each"
+    )
+    with ExitStack() as stack:
+        try:
+            driver = stack.enter_context(browser.chromium())
+        except servers.Unavailable as exc:
+            r.comment(f"skipped: {exc}")
+            return
+        for children in sizes:
+            firsts, costs, floors = [], [], []
+            for _ in range(loads):
+                first, per_update, floor = _measure(driver, children, updates)
+                firsts.append(first)
+                costs.extend(per_update)
+                floors.append(floor)
+            name = f"observer_{children}"
+            r.metric(f"{name}_first_render_ms_median", median(firsts), "ms")
+            r.metric(f"{name}_parse_floor_ms_median", median(floors), "ms")
+            r.metric(
+                f"{name}_first_render_ratio_to_parse_median",
+                ratio(median(firsts), median(floors)),
+                "x",
+            )
+            r.metric(f"{name}_update_ms_median", median(costs), "ms")
+            r.metric(f"{name}_update_ms_max", max(costs), "ms")

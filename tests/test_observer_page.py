@@ -1,0 +1,131 @@
+"""The observer's page in a real browser (Debian's Chromium), on a running demo.
+
+The page is loaded once and never reloaded: every change must arrive over its stream.
+Screenshots go to pytest's tmp_path, and to ``$TRIO_SUPERVISE_SCREENSHOTS`` when set (the
+README's picture is made so).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+import trio
+from browser import console_errors, save_screenshot, wait_until
+from test_demo import HOST, http_client, run_demo_process
+
+if TYPE_CHECKING:
+    from selenium.webdriver.chrome.webdriver import WebDriver
+
+TOKEN = "page-token"
+FLAKY = "workers/flaky/worker"
+
+
+def row(driver: WebDriver, path: str) -> object:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, f'[data-path="{path}"]')
+
+
+def cell(driver: WebDriver, path: str, name: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    text: str = driver.find_element(By.CSS_SELECTOR, f'[data-path="{path}"] .{name}').text
+    return text
+
+
+def visible_paths(driver: WebDriver) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [
+        element.get_attribute("data-path") or ""
+        for element in driver.find_elements(By.CSS_SELECTOR, "[data-path]")
+        if element.is_displayed()
+    ]
+
+
+def screenshot(driver: WebDriver, tmp_path: Path, name: str) -> None:
+    save_screenshot(driver, tmp_path / name)
+    if directory := os.environ.get("TRIO_SUPERVISE_SCREENSHOTS"):
+        save_screenshot(driver, Path(directory) / name)
+
+
+async def api_restarts(client: httpx.AsyncClient, base: str, path: str) -> int:
+    response = await client.get(f"{base}/api/tree")
+
+    def find(node: dict[str, object]) -> int:
+        if node["path"] == path:
+            restarts = node["restarts"]
+            assert isinstance(restarts, int)
+            return restarts
+        for child in node["children"]:  # type: ignore[attr-defined]
+            if path.startswith(child["path"]):
+                return find(child)
+        raise AssertionError(f"no {path} in the tree")
+
+    return find(response.json())
+
+
+async def test_the_page_follows_the_tree_live_filters_and_acts_with_the_token(
+    tmp_path: Path, browser: WebDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    monkeypatch.setenv("TRIO_SUPERVISE_OBSERVER_TOKEN", TOKEN)
+    options = ("--observer-port", "0", "--flaky-period", "2", "--drain-delay", "0")
+    async with (
+        run_demo_process(tmp_path, str(tmp_path / "demo.db"), *options) as demo,
+        http_client() as client,
+    ):
+        base = demo.observer
+        assert base.startswith(f"http://{HOST}:")
+        browser.get(f"{base}/")
+        wait_until(browser, lambda d: "live" in d.find_element(By.ID, "connection").text, 10,
+                   "the stream connected")
+        wait_until(browser, lambda d: row(d, FLAKY), 10, "the flaky worker's row")
+        for path in ("workers", "workers/notes-counter", "workers/compaction", "http"):
+            assert row(browser, path), path
+        browser.execute_script("window.notReloaded = true")
+        screenshot(browser, tmp_path, "observer.png")
+
+        # A crash shows without a reload, within 1 s of the tree's own count.
+        shown = int(cell(browser, FLAKY, "restarts"))
+        while (crashed := await api_restarts(client, base, FLAKY)) <= shown:
+            await trio.sleep(0.02)
+        seen_at = time.monotonic()
+        wait_until(browser, lambda d: int(cell(d, FLAKY, "restarts")) >= crashed, 1.0,
+                   "the new restart count on the page")
+        assert time.monotonic() - seen_at <= 1.0
+        assert browser.execute_script("return window.notReloaded") is True
+
+        # The filter keeps the matching rows (and the branches that lead to them).
+        search = browser.find_element(By.ID, "filter")
+        search.send_keys("compaction")
+        wait_until(browser, lambda d: FLAKY not in visible_paths(d), 2, "the filter applied")
+        assert "workers/compaction" in visible_paths(browser)
+        screenshot(browser, tmp_path, "observer-filtered.png")
+        search.clear()
+        search.send_keys(" ")
+        search.clear()
+
+        # An action is refused without the token, done with it.
+        counter = "workers/notes-counter"
+        wait_until(browser, lambda d: row(d, counter), 5, "the counter's row")
+        button = f'[data-path="{counter}"] [data-action="restart"]'
+        before = await api_restarts(client, base, counter)
+        browser.find_element(By.CSS_SELECTOR, button).click()
+        await trio.sleep(0.5)
+        assert await api_restarts(client, base, counter) == before  # 401: no token given
+        browser.find_element(By.ID, "token").send_keys(TOKEN)
+        browser.find_element(By.CSS_SELECTOR, button).click()
+        with trio.fail_after(5):
+            while await api_restarts(client, base, counter) == before:
+                await trio.sleep(0.05)
+        wait_until(browser, lambda d: int(cell(d, counter, "restarts")) == before + 1, 2,
+                   "the restart on the page")
+        assert browser.execute_script("return window.notReloaded") is True
+        assert console_errors(browser) == []
