@@ -6,6 +6,10 @@ slows the tree: the event stream ends for a client that fell ``EVENT_BUFFER`` ev
 behind (it reconnects and reads ``/api/events``); the page's stream sends a fresh snapshot
 instead. The page's stream coalesces: what changed within ``BATCH_SECONDS`` goes out as
 one message with each changed child once, whatever the number of its events.
+
+A stream never ends by itself, so each ends when the child that serves it (the observer's
+``HTTPServer``) is asked to stop: its server waits for the requests in flight, and an open
+page would otherwise hold the server, and the shutdown, until the deadline.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, Final
 
 import trio
 
+from ..._context import current_child
 from ..._events import Event, EventKind
 from ..._tree import SupervisorTree
 from ._snapshot import HOOK_KINDS, children_of, event_json, node, shutdown_json, tree_json
@@ -38,14 +43,23 @@ def sse(data: Any, event: str | None = None) -> str:
     return (f"event: {event}\n" if event else "") + f"data: {text}\n\n"
 
 
+def _stop_requested() -> trio.Event | None:
+    """The ``stop_requested`` of the child serving this request; None outside a tree."""
+    try:
+        return current_child().stop_requested
+    except RuntimeError:  # served outside a tree: a stream ends with its client only
+        return None
+
+
 class _Feed:
     """What one connection has not sent yet, filled by the tree's listener."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, stop: trio.Event | None = None) -> None:
         self.events: deque[Event] = deque()
         self.limit = limit
         self.overflowed = False
         self.wake = trio.Event()
+        self.stop = stop
 
     def __call__(self, event: Event) -> None:
         if len(self.events) >= self.limit:
@@ -55,11 +69,30 @@ class _Feed:
             self.events.append(event)
         self.wake.set()
 
+    @property
+    def stopped(self) -> bool:
+        """True once the serving child was asked to stop: the stream is to end."""
+        return self.stop is not None and self.stop.is_set()
+
     async def wait(self, seconds: float) -> bool:
-        """Wait until there is something to send; False after ``seconds`` with nothing."""
-        with trio.move_on_after(seconds):
-            await self.wake.wait()
-        if not self.wake.is_set():
+        """Wait until there is something to send; False after ``seconds`` with nothing, or
+        once ``stopped``."""
+        stop = self.stop
+        if stop is None:
+            with trio.move_on_after(seconds):
+                await self.wake.wait()
+        else:
+            async with trio.open_nursery() as nursery:
+
+                async def on_stop() -> None:
+                    await stop.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(on_stop)
+                with trio.move_on_after(seconds):
+                    await self.wake.wait()
+                nursery.cancel_scope.cancel()
+        if not self.wake.is_set() or self.stopped:
             return False
         self.wake = trio.Event()
         return True
@@ -72,13 +105,14 @@ class _Feed:
 
 async def event_stream(tree: SupervisorTree) -> AsyncGenerator[str, None]:
     """Every event from now on, one JSON object per ``data:`` line (``/api/events/stream``)."""
-    feed = _Feed(EVENT_BUFFER)
+    feed = _Feed(EVENT_BUFFER, _stop_requested())
     remove = tree.add_event_listener(feed)
     try:
         yield "retry: 1000\n\n"
-        while True:
+        while not feed.stopped:
             if not await feed.wait(KEEPALIVE_SECONDS):
-                yield ": keepalive\n\n"
+                if not feed.stopped:
+                    yield ": keepalive\n\n"
                 continue
             if feed.overflowed:
                 yield sse({"dropped": "this client fell behind; read /api/events"}, "overflow")
@@ -95,15 +129,15 @@ async def page_stream(tree: SupervisorTree) -> AsyncGenerator[str, None]:
     ``snapshot``: ``{now, tree, events, shutdown}``. ``changes``: ``{now, events, nodes,
     removed, order}``: the new events, the changed children (without their children),
     the paths gone, and for each supervisor that gained children the new order of their
-    names. ``shutdown``: the report, once a shutdown has finished.
+    names. ``shutdown``: the report, once a shutdown has finished (then a new snapshot).
     """
-    feed = _Feed(EVENT_BUFFER)
+    feed = _Feed(EVENT_BUFFER, _stop_requested())
     remove = tree.add_event_listener(feed)
     try:
         yield "retry: 1000\n\n"
         yield_snapshot = True
         paths: set[str] = set()
-        while True:
+        while not feed.stopped:
             if yield_snapshot:
                 snapshot = tree_json(tree)
                 paths = set(_paths(snapshot))
@@ -119,7 +153,8 @@ async def page_stream(tree: SupervisorTree) -> AsyncGenerator[str, None]:
                 )
                 yield_snapshot = False
             if not await feed.wait(KEEPALIVE_SECONDS):
-                yield ": keepalive\n\n"
+                if not feed.stopped:
+                    yield ": keepalive\n\n"
                 continue
             await trio.sleep(BATCH_SECONDS)
             if feed.overflowed:
@@ -130,6 +165,9 @@ async def page_stream(tree: SupervisorTree) -> AsyncGenerator[str, None]:
             yield sse(_changes(tree, events, paths), "changes")
             if any(event.kind is EventKind.SHUTDOWN_FINISHED for event in events):
                 yield sse(shutdown_json(tree.shutdown_report), "shutdown")
+                # The shutdown stops children without an event each (a pending restart
+                # called off): a fresh snapshot shows the tree as it was left.
+                yield_snapshot = True
     finally:
         remove()
 
