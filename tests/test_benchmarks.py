@@ -109,6 +109,11 @@ def test_quick_run_prints_every_benchmark() -> None:
         "pods_rolling_update_success_rate",
         "pods_single_replica_latency_p99_ms_median",
         "pods_latency_p99_ratio_median",
+        # the observer's page in Chromium (.ci/install-chromium), 100 children in --quick
+        "observer_100_first_render_ms_median",
+        "observer_100_snapshot_render_ms_median",
+        "observer_100_update_ms_median",
+        "observer_100_first_render_ratio_to_fetch_median",
     ]
     for name in expected:
         assert name in metrics, f"missing {name}"

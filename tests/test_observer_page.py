@@ -84,23 +84,34 @@ async def test_the_page_follows_the_tree_live_filters_and_acts_with_the_token(
         base = demo.observer
         assert base.startswith(f"http://{HOST}:")
         browser.get(f"{base}/")
-        wait_until(browser, lambda d: "live" in d.find_element(By.ID, "connection").text, 10,
-                   "the stream connected")
+        wait_until(
+            browser,
+            lambda d: "live" in d.find_element(By.ID, "connection").text,
+            10,
+            "the stream connected",
+        )
         wait_until(browser, lambda d: row(d, FLAKY), 10, "the flaky worker's row")
         for path in ("workers", "workers/notes-counter", "workers/compaction", "http"):
             assert row(browser, path), path
         browser.execute_script("window.notReloaded = true")
-        screenshot(browser, tmp_path, "observer.png")
 
         # A crash shows without a reload, within 1 s of the tree's own count.
         shown = int(cell(browser, FLAKY, "restarts"))
-        while (crashed := await api_restarts(client, base, FLAKY)) <= shown:
+        while (crashed := await api_restarts(client, base, FLAKY)) <= shown:  # noqa: ASYNC110 - another process
             await trio.sleep(0.02)
         seen_at = time.monotonic()
-        wait_until(browser, lambda d: int(cell(d, FLAKY, "restarts")) >= crashed, 1.0,
-                   "the new restart count on the page")
+        wait_until(
+            browser,
+            lambda d: int(cell(d, FLAKY, "restarts")) >= crashed,
+            1.0,
+            "the new restart count on the page",
+        )
         assert time.monotonic() - seen_at <= 1.0
         assert browser.execute_script("return window.notReloaded") is True
+        browser.find_element(By.CSS_SELECTOR, f'[data-path="{FLAKY}"] .restarts').click()
+        wait_until(browser, lambda d: "DemoCrash" in d.page_source, 2, "the crash's details")
+        await trio.sleep(0.5)  # the traceback arrives
+        screenshot(browser, tmp_path, "observer.png")  # the README's picture
 
         # The filter keeps the matching rows (and the branches that lead to them).
         search = browser.find_element(By.ID, "filter")
@@ -123,9 +134,13 @@ async def test_the_page_follows_the_tree_live_filters_and_acts_with_the_token(
         browser.find_element(By.ID, "token").send_keys(TOKEN)
         browser.find_element(By.CSS_SELECTOR, button).click()
         with trio.fail_after(5):
-            while await api_restarts(client, base, counter) == before:
+            while await api_restarts(client, base, counter) == before:  # noqa: ASYNC110 - another process
                 await trio.sleep(0.05)
-        wait_until(browser, lambda d: int(cell(d, counter, "restarts")) == before + 1, 2,
-                   "the restart on the page")
+        wait_until(
+            browser,
+            lambda d: int(cell(d, counter, "restarts")) == before + 1,
+            2,
+            "the restart on the page",
+        )
         assert browser.execute_script("return window.notReloaded") is True
         assert console_errors(browser) == []
