@@ -7,8 +7,13 @@ README's picture is made so).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -144,3 +149,61 @@ async def test_the_page_follows_the_tree_live_filters_and_acts_with_the_token(
         )
         assert browser.execute_script("return window.notReloaded") is True
         assert console_errors(browser) == []
+
+
+PROGRAM = Path(__file__).resolve().parents[1] / "benchmarks" / "_observer_program.py"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def observed_program(port: int, children: int = 3) -> Iterator[subprocess.Popen[str]]:
+    """A tree with its observer on 127.0.0.1:port, as a process of its own."""
+    process = subprocess.Popen(
+        [sys.executable, str(PROGRAM), str(children), "3600", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("ready ")
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+def test_the_page_reconnects_by_itself_after_a_server_restart(browser: WebDriver) -> None:
+    from selenium.webdriver.common.by import By
+
+    port = free_port()
+
+    def connection(driver: WebDriver) -> str:
+        text: str = driver.find_element(By.ID, "connection").text
+        return text
+
+    with observed_program(port):
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait_until(browser, lambda d: "live" in connection(d), 10, "the stream connected")
+        wait_until(browser, lambda d: row(d, "pool/w2"), 5, "the pool's rows")
+        browser.execute_script("window.notReloaded = true")
+    wait_until(browser, lambda d: "live" not in connection(d), 10, "the page to see it is gone")
+    with observed_program(port, children=4):  # the new server has one more child
+        wait_until(browser, lambda d: "live" in connection(d), 15, "the stream connected again")
+        wait_until(browser, lambda d: row(d, "pool/w3"), 5, "the new tree's rows")
+    assert browser.execute_script("return window.notReloaded") is True
+    # Everything the page loaded came from the observer itself: no CDN, no font service.
+    origins = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => new URL(e.name).origin)"
+    )
+    assert set(origins) <= {f"http://127.0.0.1:{port}"}, origins
+    assert console_errors(browser) == [] or all(
+        "ERR_CONNECTION_REFUSED" in entry["message"] or "api/stream" in entry["message"]
+        for entry in console_errors(browser)
+    )
