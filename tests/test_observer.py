@@ -370,3 +370,22 @@ async def test_a_client_that_falls_behind_costs_a_bounded_buffer() -> None:
     assert feed.overflowed
     assert len(feed.events) <= 3
     assert EVENT_BUFFER == 10_000
+
+
+async def test_a_process_childs_new_output_reaches_the_page_without_an_event() -> None:
+    script = (
+        "import time\nfor i in range(100):\n    print(f'line {i}', flush=True)\n"
+        "    time.sleep(0.2)\n"
+    )
+    children = [ChildSpec.process("proc", [sys.executable, "-c", script])]
+    async with observed(children) as (_, client), sse(client, "/api/stream") as stream:
+        assert (await stream.message())[0] == "snapshot"
+        with trio.fail_after(5):
+            while True:
+                _, changes = await stream.message()
+                if not changes["events"] and changes["nodes"]:
+                    break
+        [node] = changes["nodes"]
+        assert node["path"] == "proc"
+        assert node["pid"] is not None
+        assert node["output_tail"][-1].startswith("line ")

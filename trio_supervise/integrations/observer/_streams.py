@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any, Final
 
 import trio
@@ -35,6 +35,9 @@ BATCH_SECONDS: Final = 0.05
 KEEPALIVE_SECONDS: Final = 15.0
 #: The recent events the page's snapshot carries.
 SNAPSHOT_EVENTS: Final = 500
+#: Seconds between two looks at the process children's output, which has no events: a
+#: process whose output grew is sent as a change.
+OUTPUT_EVERY: Final = 1.0
 
 
 def sse(data: Any, event: str | None = None) -> str:
@@ -137,10 +140,14 @@ async def page_stream(tree: SupervisorTree) -> AsyncGenerator[str, None]:
         yield "retry: 1000\n\n"
         yield_snapshot = True
         paths: set[str] = set()
+        # The output tail last sent of each process child, by path.
+        outputs: dict[str, tuple[str, ...]] = {}
+        sent = trio.current_time()
         while not feed.stopped:
             if yield_snapshot:
                 snapshot = tree_json(tree)
                 paths = set(_paths(snapshot))
+                outputs = dict(_outputs(snapshot))
                 recent = [event_json(event) for event in tree.history[-SNAPSHOT_EVENTS:]]
                 yield sse(
                     {
@@ -152,9 +159,16 @@ async def page_stream(tree: SupervisorTree) -> AsyncGenerator[str, None]:
                     "snapshot",
                 )
                 yield_snapshot = False
-            if not await feed.wait(KEEPALIVE_SECONDS):
-                if not feed.stopped:
+            if not await feed.wait(OUTPUT_EVERY if outputs else KEEPALIVE_SECONDS):
+                if feed.stopped:
+                    continue
+                grown = _grown_output(tree, outputs)
+                if grown:
+                    yield sse(_no_events(grown), "changes")
+                    sent = trio.current_time()
+                elif trio.current_time() - sent >= KEEPALIVE_SECONDS:
                     yield ": keepalive\n\n"
+                    sent = trio.current_time()
                 continue
             await trio.sleep(BATCH_SECONDS)
             if feed.overflowed:
@@ -162,7 +176,10 @@ async def page_stream(tree: SupervisorTree) -> AsyncGenerator[str, None]:
                 feed.take()
                 continue
             events = feed.take()
-            yield sse(_changes(tree, events, paths), "changes")
+            changes = _changes(tree, events, paths)
+            outputs.update(_outputs_of(changes["nodes"]))
+            yield sse(changes, "changes")
+            sent = trio.current_time()
             if any(event.kind is EventKind.SHUTDOWN_FINISHED for event in events):
                 yield sse(shutdown_json(tree.shutdown_report), "shutdown")
                 # The shutdown stops children without an event each (a pending restart
@@ -170,6 +187,43 @@ async def page_stream(tree: SupervisorTree) -> AsyncGenerator[str, None]:
                 yield_snapshot = True
     finally:
         remove()
+
+
+def _outputs_of(nodes: list[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
+    """The output tail of each process child among ``nodes``."""
+    return {
+        n["path"]: tuple(n["output_tail"])
+        for n in nodes
+        if n["pid"] is not None or n["output_tail"]
+    }
+
+
+def _outputs(tree: dict[str, Any]) -> Iterator[tuple[str, tuple[str, ...]]]:
+    if tree["pid"] is not None or tree["output_tail"]:
+        yield tree["path"], tuple(tree["output_tail"])
+    for child in tree["children"]:
+        yield from _outputs(child)
+
+
+def _grown_output(
+    tree: SupervisorTree, outputs: dict[str, tuple[str, ...]]
+) -> list[dict[str, Any]]:
+    """The process children whose output tail changed since it was sent."""
+    grown = []
+    for path, last in list(outputs.items()):
+        try:
+            info = tree.info(path)
+        except LookupError:
+            del outputs[path]  # gone: its REMOVED event says so
+            continue
+        if info.output_tail != last:
+            outputs[path] = info.output_tail
+            grown.append(node(tree, info))
+    return grown
+
+
+def _no_events(nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"now": trio.current_time(), "events": [], "nodes": nodes, "removed": [], "order": {}}
 
 
 def _paths(tree: dict[str, Any]) -> list[str]:

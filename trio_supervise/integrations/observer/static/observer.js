@@ -559,7 +559,6 @@
       const d = el("details", "output");
       d.open = keepOpen;
       const summary = el("summary", "", "output: last " + tail.length + " line" + (tail.length === 1 ? "" : "s"));
-      summary.append(el("span", "muted", " (as of its last event)"));
       d.append(summary);
       const pre = el("pre", "tail", tail.join("\n"));
       d.append(pre);
