@@ -389,3 +389,27 @@ async def test_a_process_childs_new_output_reaches_the_page_without_an_event() -
         assert node["path"] == "proc"
         assert node["pid"] is not None
         assert node["output_tail"][-1].startswith("line ")
+
+
+async def test_it_mounts_under_a_prefix_beside_health_app() -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from trio_supervise.integrations.http import health_app
+
+    app = health_app(Starlette(routes=[Mount("/observer", app=observer_app(token=TOKEN))]))
+    server = HTTPServer(app, host="127.0.0.1", port=0)
+    spec = SupervisorSpec("app", [ChildSpec("w", sleeper()), server.child_spec("web")])
+    with trio.fail_after(FAIL_SAFE):
+        async with (
+            supervisor_tree(spec),
+            httpx.AsyncClient(base_url=server.bound[0], trust_env=False) as client,
+        ):
+            assert (await client.get("/health/live")).json() == {"live": True}
+            page = await client.get("/observer/")
+            assert page.status_code == 200
+            # The page's links are relative: under the prefix they stay under it.
+            assert 'src="static/observer.js"' in page.text
+            assert (await client.get("/observer/static/observer.js")).status_code == 200
+            tree = (await client.get("/observer/api/tree")).json()
+            assert paths(tree) == ["", "w", "web"]
