@@ -15,7 +15,6 @@ received. Information only (issue 13 asks for the figures).
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -41,13 +40,6 @@ fetch("api/tree").then(r => r.json()).then(() => done(performance.now() - start)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _stats(driver: Any) -> dict[str, Any]:
     stats = driver.execute_script("return window.observerStats || null")
     return stats if isinstance(stats, dict) else {}
@@ -56,7 +48,7 @@ def _stats(driver: Any) -> dict[str, Any]:
 def _measure(driver: Any, children: int, updates: int) -> tuple[float, float, list[float], float]:
     """First render, the snapshot's own handling, per-update times and the fetch floor, in
     ms, for one page load."""
-    port = _free_port()
+    port = servers.free_port()
     program = subprocess.Popen(
         [sys.executable, str(PROGRAM), str(children), str(CRASH_EVERY), str(port)],
         stdout=subprocess.PIPE,

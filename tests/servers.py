@@ -71,7 +71,8 @@ def _postgres_bindir() -> Path | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -144,7 +145,7 @@ class PostgresServer:
             raise RuntimeError(f"initdb failed: {_describe(initdb)}")
         # The port is free when picked but could be taken before the server binds it.
         for _attempt in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             started = self._start()
             if self.running:
                 return

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from processes import signal_storm
+from servers import free_port
 
 import trio_supervise
 from trio_supervise._cli import main
@@ -155,13 +156,6 @@ def test_demo_with_a_database_it_cannot_open_exits_1(
     assert "does not exist; create it first" in err
     # Nothing was listening: the database is opened first.
     assert "ready" not in capsys.readouterr().out
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port  # closed again: nothing listens there
 
 
 @pytest.mark.usefixtures("restore_logging")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from servers import free_port
 
 FAIL_SAFE = 20.0
 
@@ -172,13 +173,6 @@ def test_bad_input_exits_2_with_one_line_naming_it(
     assert lines[0].startswith(f"trio-supervise {args[0]}: ")
     assert message in lines[0]
     assert "Traceback" not in result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def start(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

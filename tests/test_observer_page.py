@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import httpx
 import pytest
 import trio
 from browser import console_errors, save_screenshot, wait_until
+from servers import free_port
 from test_demo import HOST, http_client, run_demo_process
 
 if TYPE_CHECKING:
@@ -152,13 +152,6 @@ async def test_the_page_follows_the_tree_live_filters_and_acts_with_the_token(
 
 
 PROGRAM = Path(__file__).resolve().parents[1] / "benchmarks" / "_observer_program.py"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
