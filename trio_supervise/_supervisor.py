@@ -1,9 +1,10 @@
 """The supervisor: one nursery per supervisor, and the only writer of its children's state.
 
 A supervisor is an actor in the OTP sense. Its own task (``_serve``) handles one message at
-a time: a child's exit, a failed health check, a retry of a failed restart, a stop request,
-or a call from the tree handle (start, terminate, restart, delete a child). Restarts, group
-stops and calls therefore never race each other, and no lock is needed.
+a time: a child's exit, a failed health check, a singleton that came to hold its lock or
+lost it, a retry of a failed restart, a stop request, or a call from the tree handle (start,
+terminate, restart, delete a child). Restarts, group stops and calls therefore never race
+each other, and no lock is needed.
 
 Its children's state (``Child``) is written only by this module's ``Supervisor`` methods,
 and only in one of these places:
