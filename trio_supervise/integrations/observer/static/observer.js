@@ -615,6 +615,7 @@
     const hook = e.kind === "hook_finished" || e.kind === "reloaded";
     const path = el("span", "ev-path", hook ? "hook " + e.path : (e.path === "" ? "(root)" : e.path));
     if (!hook) path.dataset.select = e.path;
+    path.title = path.textContent;
     li.append(path);
     // A scheduled restart repeats the crash's error: its delay is the news.
     const text = e.kind === "restart_scheduled" ? e.detail : [e.error, e.detail].filter(Boolean).join(" — ");
