@@ -1882,6 +1882,10 @@ def test_config_rejects_bad_values_naming_the_option() -> None:
         ({"shutdown_deadline": 0}, r"^--shutdown-deadline must be > 0 seconds \(got 0\)$"),
         ({"flaky_period": 0}, r"^--flaky-period must be > 0 seconds"),
         (
+            {"observer_port": 0, "observer_token": "  "},
+            r"^TRIO_SUPERVISE_OBSERVER_TOKEN is empty; unset it for a read-only observer$",
+        ),
+        (
             {"drain_delay": 5, "shutdown_deadline": 5},
             r"^--shutdown-deadline \(5\) must be longer than --drain-delay \(5\): ",
         ),

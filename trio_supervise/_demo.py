@@ -307,6 +307,11 @@ class DemoConfig:
         _check_port("--admin-port", self.admin_port)
         if self.observer_port is not None:
             _check_port("--observer-port", self.observer_port)
+        if self.observer_token is not None and not self.observer_token.strip():
+            # The same words as trio-supervise run's; observer_app would refuse it later.
+            raise ValueError(
+                "TRIO_SUPERVISE_OBSERVER_TOKEN is empty; unset it for a read-only observer"
+            )
         if self.worker_fd is not None and (
             not isinstance(self.worker_fd, int) or self.worker_fd < 0
         ):
