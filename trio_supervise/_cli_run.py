@@ -17,7 +17,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import attrs
 
@@ -27,6 +27,9 @@ from ._run import run
 from ._shutdown import DrainDelay, ShutdownHook
 from ._spec import ChildSpec, SupervisorSpec
 from ._tree import SupervisorTree
+
+if TYPE_CHECKING:
+    from .integrations.http import HTTPServer
 
 ENV_PREFIX: Final = "TRIO_SUPERVISE_"
 #: Set by a supervisor in its process children's environment (§7): not options.
@@ -327,11 +330,7 @@ def _with_health(
     metrics = TreeMetrics()
     host, port = address
     server = HTTPServer(health_app(metrics=metrics, drain=drain), host=host, port=port, drain=drain)
-    try:
-        extended = attrs.evolve(spec, children=[*spec.children, server.child_spec(HEALTH_CHILD)])
-    except SpecError as exc:
-        raise UsageError(f"--health: {exc}") from None
-    return extended, server.shutdown_hook("health: stop accepting"), metrics.attach
+    return (*_served_last(spec, server, HEALTH_CHILD, "health"), metrics.attach)
 
 
 def _with_observer(
@@ -348,8 +347,15 @@ def _with_observer(
     # No drain delay: the observer is for people, not behind a load balancer, and it
     # should show the shutdown for as long as it can.
     server = HTTPServer(observer_app(token=token), host=host, port=port)
+    return _served_last(spec, server, OBSERVER_CHILD, "observer")
+
+
+def _served_last(
+    spec: SupervisorSpec, server: HTTPServer, child: str, option: str
+) -> tuple[SupervisorSpec, ShutdownHook]:
+    """``spec`` with ``server`` as the root's last child, and the hook that closes it."""
     try:
-        extended = attrs.evolve(spec, children=[*spec.children, server.child_spec(OBSERVER_CHILD)])
+        extended = attrs.evolve(spec, children=[*spec.children, server.child_spec(child)])
     except SpecError as exc:
-        raise UsageError(f"--observer: {exc}") from None
-    return extended, server.shutdown_hook("observer: stop accepting")
+        raise UsageError(f"--{option}: {exc}") from None
+    return extended, server.shutdown_hook(f"{option}: stop accepting")

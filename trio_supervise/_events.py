@@ -93,8 +93,8 @@ _LEVELS = {
 }
 
 
-# The kinds whose event's path is a hook's name, not a child's.
-_HOOK_KINDS = frozenset({EventKind.HOOK_FINISHED, EventKind.RELOADED})
+#: The kinds whose event's path is a hook's name, not a child's.
+HOOK_KINDS = frozenset({EventKind.HOOK_FINISHED, EventKind.RELOADED})
 # The kinds whose log record carries the error's traceback.
 _WITH_TRACEBACK = frozenset({EventKind.CRASHED, EventKind.START_FAILED})
 
@@ -219,7 +219,7 @@ class EventBus:
         if logger.isEnabledFor(level):  # checked here too: the hot path skips the call
             # A hook's event carries the hook's name as its path; in the log record that
             # name goes in ``hook``, so that ``path`` always means a child of the tree.
-            hook = path if kind in _HOOK_KINDS else None
+            hook = path if kind in HOOK_KINDS else None
             log(
                 level,
                 "%s %s%s",

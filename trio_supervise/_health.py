@@ -72,6 +72,14 @@ def child_health(child: Child, parent_down_on_purpose: bool = False) -> ChildHea
     return ChildHealth(status, state, child.health_failures)
 
 
+def passes_down(child: Child, health: ChildHealth, down_on_purpose: bool) -> bool:
+    """Whether below ``child`` a stopped child is down as it should be: it or a supervisor
+    above it is stopped, and healthy so."""
+    return down_on_purpose or (
+        child.state is ChildState.STOPPED and health.status is HealthStatus.HEALTHY
+    )
+
+
 def walk(supervisor: Supervisor) -> Iterator[Child]:
     """Every child below ``supervisor``, depth first, in start order."""
     for child in supervisor.children.values():
@@ -92,14 +100,7 @@ def health_report(
             children[child.path] = health
             nested = child.nested
             if nested is not None:
-                # Below a supervisor that is down as it should be, stopped is fine too.
-                visit(
-                    nested,
-                    down_on_purpose
-                    or (
-                        child.state is ChildState.STOPPED and health.status is HealthStatus.HEALTHY
-                    ),
-                )
+                visit(nested, passes_down(child, health, down_on_purpose))
 
     visit(root, False)
     if not started or exited or failed:

@@ -23,6 +23,9 @@ import trio
 
 from ._events import log
 
+#: What a waiting ``Lock.hold`` calls with the holder's name (None: not known).
+ReportHolder = Callable[[str | None], object]
+
 
 def default_holder() -> str:
     """``"<host name>:<pid>"``: this replica's name as a lock holder."""
@@ -62,7 +65,7 @@ class Lock(Protocol):
         self,
         holder: str | None = None,
         *,
-        report_holder: Callable[[str | None], object] | None = None,
+        report_holder: ReportHolder | None = None,
     ) -> AbstractAsyncContextManager[LockLease]:
         """Wait until ``holder`` holds the lock; release it on exit.
 

@@ -22,13 +22,20 @@ from ._errors import (
     SupervisionError,
 )
 from ._events import Event, EventBus, EventKind, EventStream, log
-from ._health import ChildHealth, HealthReport, child_health, health_report, walk
+from ._health import (
+    ChildHealth,
+    HealthReport,
+    child_health,
+    health_report,
+    passes_down,
+    walk,
+)
 from ._process import ProcessRun
 from ._runner import StopCause
 from ._shutdown import Band, Shutdown, ShutdownHook, ShutdownReport
 from ._signals import SignalControls, watch_signals
 from ._singleton import SingletonRun
-from ._spec import ChildSpec, HealthStatus, SupervisorSpec
+from ._spec import ChildSpec, SupervisorSpec
 from ._supervisor import Child, Supervisor, TreeShared
 from ._systemd import SystemdNotifier, TreeNotifications
 
@@ -355,9 +362,8 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
         parts = path.split("/")
         for depth in range(1, len(parts)):  # its supervisors, from the top
             _, above = self._find("/".join(parts[:depth]))
-            status = child_health(above, down_on_purpose).status
-            down_on_purpose = down_on_purpose or (
-                above.state is ChildState.STOPPED and status is HealthStatus.HEALTHY
+            down_on_purpose = passes_down(
+                above, child_health(above, down_on_purpose), down_on_purpose
             )
         return child_health(child, down_on_purpose)
 

@@ -41,7 +41,7 @@ import trio
 from .._context import current_child_path
 from .._errors import SpecError
 from .._events import log
-from .._singleton import LockLease, default_holder
+from .._singleton import LockLease, ReportHolder, default_holder
 
 __all__ = [
     "EtcdError",
@@ -82,9 +82,6 @@ def advisory_key(key: str) -> int:
     digest = hashlib.sha256(key.encode("utf-8")).digest()
     value: int = struct.unpack(">q", digest[:8])[0]
     return value
-
-
-ReportHolder = Callable[[str | None], object]
 
 
 @asynccontextmanager

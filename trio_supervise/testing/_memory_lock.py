@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import final
 
 import trio
 
-from .._singleton import LockLease, default_holder
+from .._singleton import LockLease, ReportHolder, default_holder
 
 
 @final
@@ -48,7 +48,7 @@ class MemoryLock:
         self,
         holder: str | None = None,
         *,
-        report_holder: Callable[[str | None], object] | None = None,
+        report_holder: ReportHolder | None = None,
     ) -> AsyncIterator[LockLease]:
         """Wait until the lock is handed to this waiter (first come, first served), then
         hold it as ``holder``; release it on exit."""

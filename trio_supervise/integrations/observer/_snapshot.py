@@ -11,12 +11,9 @@ import traceback
 from typing import Any
 
 from ..._errors import SupervisionError
-from ..._events import Event, EventKind
+from ..._events import Event
 from ..._shutdown import ShutdownReport
 from ..._tree import ChildInfo, SupervisorTree
-
-#: Event kinds whose ``path`` is a hook's name, not a child's.
-HOOK_KINDS = frozenset({EventKind.HOOK_FINISHED, EventKind.RELOADED})
 
 
 def error_text(error: BaseException | None) -> str | None:

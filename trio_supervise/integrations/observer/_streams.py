@@ -22,9 +22,9 @@ from typing import Any, Final
 import trio
 
 from ..._context import current_child
-from ..._events import Event, EventKind
+from ..._events import HOOK_KINDS, Event, EventKind
 from ..._tree import SupervisorTree
-from ._snapshot import HOOK_KINDS, children_of, event_json, node, shutdown_json, tree_json
+from ._snapshot import children_of, event_json, node, shutdown_json, tree_json
 
 #: Events a client of ``/api/events/stream`` may fall behind before it is dropped.
 EVENT_BUFFER: Final = 10_000
@@ -146,8 +146,9 @@ async def page_stream(tree: SupervisorTree) -> AsyncGenerator[str, None]:
         while not feed.stopped:
             if yield_snapshot:
                 snapshot = tree_json(tree)
-                paths = set(_paths(snapshot))
-                outputs = dict(_outputs(snapshot))
+                nodes = list(_flat(snapshot))
+                paths = {n["path"] for n in nodes}
+                outputs = _outputs_of(nodes)
                 recent = [event_json(event) for event in tree.history[-SNAPSHOT_EVENTS:]]
                 yield sse(
                     {
@@ -164,7 +165,7 @@ async def page_stream(tree: SupervisorTree) -> AsyncGenerator[str, None]:
                     continue
                 grown = _grown_output(tree, outputs)
                 if grown:
-                    yield sse(_no_events(grown), "changes")
+                    yield sse(_message(nodes=grown), "changes")
                     sent = trio.current_time()
                 elif trio.current_time() - sent >= KEEPALIVE_SECONDS:
                     yield ": keepalive\n\n"
@@ -198,13 +199,6 @@ def _outputs_of(nodes: list[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
     }
 
 
-def _outputs(tree: dict[str, Any]) -> Iterator[tuple[str, tuple[str, ...]]]:
-    if tree["pid"] is not None or tree["output_tail"]:
-        yield tree["path"], tuple(tree["output_tail"])
-    for child in tree["children"]:
-        yield from _outputs(child)
-
-
 def _grown_output(
     tree: SupervisorTree, outputs: dict[str, tuple[str, ...]]
 ) -> list[dict[str, Any]]:
@@ -222,15 +216,28 @@ def _grown_output(
     return grown
 
 
-def _no_events(nodes: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"now": trio.current_time(), "events": [], "nodes": nodes, "removed": [], "order": {}}
+def _message(
+    *,
+    events: list[Event] | None = None,
+    nodes: list[dict[str, Any]] | None = None,
+    removed: list[str] | None = None,
+    order: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
+    """A ``changes`` message."""
+    return {
+        "now": trio.current_time(),
+        "events": [event_json(event) for event in events or ()],
+        "nodes": nodes or [],
+        "removed": removed or [],
+        "order": order or {},
+    }
 
 
-def _paths(tree: dict[str, Any]) -> list[str]:
-    found = [tree["path"]]
+def _flat(tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every node of a nested tree, parents first."""
+    yield tree
     for child in tree["children"]:
-        found.extend(_paths(child))
-    return found
+        yield from _flat(child)
 
 
 def _changes(tree: SupervisorTree, events: list[Event], paths: set[str]) -> dict[str, Any]:
@@ -260,13 +267,7 @@ def _changes(tree: SupervisorTree, events: list[Event], paths: set[str]) -> dict
             order[parent] = [child.name for child in children_of(tree, tree.info(parent))]
         except LookupError:
             continue
-    return {
-        "now": trio.current_time(),
-        "events": [event_json(event) for event in events],
-        "nodes": nodes,
-        "removed": removed,
-        "order": order,
-    }
+    return _message(events=events, nodes=nodes, removed=removed, order=order)
 
 
 def _below(paths: set[str], path: str) -> list[str]:

@@ -244,18 +244,19 @@
     const nodes = model.nodes;
     const out = [];
     const root = model.root;
+    // The rows: depth first, below each row not in ``collapsed``, the children ``keep`` lets in.
+    const walk = (n, depth, collapsed, keep) => {
+      n.depth = depth;
+      out.push(n);
+      if (collapsed.has(n.path)) return;
+      for (const p of n.children) {
+        const c = nodes.get(p);
+        if (c && keep(c)) walk(c, depth + 1, collapsed, keep);
+      }
+    };
     if (root) {
       if (!view.filterActive) {
-        const walk = (n, depth) => {
-          n.depth = depth;
-          out.push(n);
-          if (view.collapsed.has(n.path)) return;
-          for (const p of n.children) {
-            const c = nodes.get(p);
-            if (c) walk(c, depth + 1);
-          }
-        };
-        walk(root, 0);
+        walk(root, 0, view.collapsed, () => true);
       } else {
         // Which nodes match or hold a match, then the rows: the matches and their ancestors.
         const hit = new Set();
@@ -270,16 +271,7 @@
           return any;
         };
         mark(root);
-        const walk = (n, depth) => {
-          n.depth = depth;
-          out.push(n);
-          if (view.filterCollapsed.has(n.path)) return;
-          for (const p of n.children) {
-            const c = nodes.get(p);
-            if (c && hit.has(c)) walk(c, depth + 1);
-          }
-        };
-        if (hit.has(root)) walk(root, 0);
+        if (hit.has(root)) walk(root, 0, view.filterCollapsed, (c) => hit.has(c));
         stats.matches = hit.size;
       }
     }
