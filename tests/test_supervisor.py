@@ -894,6 +894,40 @@ async def test_plain_children_run_their_first_line_in_list_order(
             assert tree.info("f").restarts == 1
 
 
+@pytest.mark.parametrize("coin", [0.1, 0.9], ids=["batch-in-spawn-order", "batch-reversed"])
+async def test_first_lines_come_in_list_order_whichever_way_trio_runs_the_batch(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, coin: float
+) -> None:
+    # Trio tosses a coin per batch (below 0.5 it reverses the batch, which it then pops from
+    # the end). Each spawned task takes the next child's run when it first runs, so either
+    # way every first line comes in list order, in the same pass: no child yields first.
+    monkeypatch.setattr(trio._core._run._r, "random", lambda: coin)
+
+    class Passes(trio.abc.Instrument):
+        count = 0
+
+        def before_io_wait(self, timeout: float) -> None:
+            self.count += 1
+
+    async def start(names: list[str]) -> tuple[list[str], int]:
+        """The first lines of a tree of ``names``, and the scheduler passes until its body."""
+        order: list[str] = []
+        passes = Passes()
+        trio.lowlevel.add_instrument(passes)
+        try:
+            children = [first_line_recorder(order, n, None) for n in names]
+            async with supervisor_tree(SupervisorSpec("app", children)):
+                order.append("body")
+                return order, passes.count
+        finally:
+            trio.lowlevel.remove_instrument(passes)
+
+    names = [f"c{i}" for i in range(20)]
+    order, passes = await start(names)
+    assert order == [*names, "body"]
+    assert passes == (await start(["c0"]))[1]  # as many passes as for one child
+
+
 async def test_a_restart_that_keeps_failing_leaves_the_supervisor_serving(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -8,10 +8,9 @@ children's state, which applies its policy (``_supervisor``).
 Two chains keep start and stop cheap per child:
 
 * ``StartChain``: plain children started together run their first step in list order.
-  The supervisor spawns them all at once, and each waits for its turn before its first
-  step. Trio runs a batch of tasks in list order or reversed (a coin toss per batch): in
-  order, they all take their turns in that one batch; reversed, those out of turn yield
-  and toss again. So a start costs a couple of scheduler passes, not one per child.
+  The supervisor spawns one task per child, all at once, and each task takes the next run
+  of the chain when it first runs: whatever order Trio runs that batch in (in order or
+  reversed, a coin toss per batch), the first steps come in list order, in one pass.
 * ``StopChain``: children stopped one at a time in reverse order. The exiting run asks the
   next one to stop, so the supervisor is not woken between two of them.
 """
@@ -131,9 +130,6 @@ class Run:
     reported: bool = False
     # The chain that stops this run and hands the stop on once it has exited.
     stop_chain: StopChain | None = None
-    # The chain this run belongs to while it starts, and its place in it.
-    start_chain: StartChain | None = None
-    start_index: int = 0
     # The service object of a ChildSpec.service child, once its factory returned.
     service: Any = None
     # The supervisor running inside this run, for a SupervisorSpec child.
@@ -241,44 +237,37 @@ class Starter:
 
 @final
 class StartChain:
-    """Plain runs spawned together that take their first steps in list order."""
+    """Plain runs spawned together whose first steps come in list order.
 
-    __slots__ = ("aborted", "count", "done", "turn")
+    Each task spawned for the chain takes the next run (``take``) at its first step and
+    runs it, so the order does not depend on the order in which Trio runs the tasks.
+    """
 
-    def __init__(self, count: int) -> None:
-        self.count = count
-        # The index of the run whose first step is next.
+    __slots__ = ("aborted", "done", "runs", "turn")
+
+    def __init__(self, runs: list[Run]) -> None:
+        self.runs = runs
+        # The index of the next run to take.
         self.turn = 0
-        # Set by a stop request: the runs that have not had their turn never start.
+        # Set by a stop request: the runs not taken yet never start.
         self.aborted = False
-        # Set when the last run takes its turn, or by the abort.
+        # Set when the last run is taken, or by the abort.
         self.done = trio.Event()
+
+    def take(self) -> Run | None:
+        """The next run, marked as started; None once the chain was aborted."""
+        if self.aborted:
+            return None
+        run = self.runs[self.turn]
+        run.started = True
+        self.turn += 1
+        if self.turn == len(self.runs):
+            self.done.set()
+        return run
 
     def abort(self) -> None:
         self.aborted = True
         self.done.set()
-
-
-class _CutShort(BaseException):
-    """Raised in a run whose start chain was aborted before its turn: it never starts."""
-
-
-async def _take_turn(run: Run, chain: StartChain) -> None:
-    """Wait for ``run``'s turn in ``chain``; raise ``_CutShort`` if it was aborted first.
-
-    No checkpoint when it is the run's turn already, so runs that Trio happens to run in
-    order all start in one scheduler pass.
-    """
-    run.start_chain = None
-    index = run.start_index
-    while chain.turn != index and not chain.aborted:
-        await trio.lowlevel.cancel_shielded_checkpoint()
-    if chain.aborted:
-        raise _CutShort
-    run.started = True
-    chain.turn = index + 1
-    if chain.turn == chain.count:
-        chain.done.set()
 
 
 def _work(run: Run, task_status: trio.TaskStatus[None]) -> Awaitable[object]:
@@ -318,49 +307,50 @@ def _only_errors_besides_cancelled(group: BaseExceptionGroup[BaseException]) -> 
     return rest is not None and rest.split(Exception)[1] is None
 
 
-async def run_task(run: Run, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run_task(
+    first: Run | StartChain, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     """The task of a child's runs. It never raises what the child raised: it reports it.
 
-    A plain target that its supervisor restarts in place (``RunOwner.run_exited`` returns
+    ``first`` is the run, or the chain to take it from (None taken: it never starts). A
+    plain target that its supervisor restarts in place (``RunOwner.run_exited`` returns
     the next run) runs again in this same task, each run in its own cancel scope.
     """
     # This frame lives as long as the child: what it needs is made by helpers, and the
     # scope is entered and left by hand (a ``with`` block keeps its bound ``__exit__`` on
     # the frame's stack), so that it stays small: a large pool pays it per idle child.
+    run = first.take() if isinstance(first, StartChain) else first
+    del first  # the chain is not kept for the child's life
+    if run is None:
+        return
     restarted = False
     while True:
         _current.set(run)
         try:
+            run.scope.__enter__()
             try:
-                run.scope.__enter__()
-                try:
-                    if run.start_chain is not None:
-                        await _take_turn(run, run.start_chain)
-                    if restarted:
-                        # Let other tasks run between two runs of a crash loop.
-                        await trio.lowlevel.checkpoint()
-                    await _work(run, task_status)
-                    if not run.started:
-                        raise RuntimeError(
-                            f"child {run.path!r} returned without calling task_status.started()"
-                        )
-                except trio.Cancelled:
+                if restarted:
+                    # Let other tasks run between two runs of a crash loop.
+                    await trio.lowlevel.checkpoint()
+                await _work(run, task_status)
+                if not run.started:
+                    raise RuntimeError(
+                        f"child {run.path!r} returned without calling task_status.started()"
+                    )
+            # trio.Cancelled is not an Exception: it goes on to the scope's __exit__.
+            except Exception as exc:
+                run.error = exc
+            except BaseExceptionGroup as exc:
+                if not _only_errors_besides_cancelled(exc):
                     raise
-                except Exception as exc:
-                    run.error = exc
-                except BaseExceptionGroup as exc:
-                    if not _only_errors_besides_cancelled(exc):
-                        raise
-                    run.error = exc
-            except BaseException as exc:
-                if not run.scope.__exit__(type(exc), exc, exc.__traceback__):
-                    raise
-            else:
-                run.scope.__exit__(None, None, None)
-            finally:
-                run.mark_exited()
-        except _CutShort:
-            return  # it never started
+                run.error = exc
+        except BaseException as exc:
+            if not run.scope.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            run.scope.__exit__(None, None, None)
+        finally:
+            run.mark_exited()
         if not run.started:
             task_status.started()  # the supervisor's nursery.start returns; it reads run.error
             return
@@ -389,9 +379,9 @@ async def _run_service(run: Run, spec: ChildSpec, task_status: trio.TaskStatus[N
 class StopChain:
     """Stops runs one at a time, in the given order; each exit asks the next one to stop.
 
-    The supervisor calls ``run()`` and waits in it; ``begin(run)``, the supervisor's
-    callback (it writes the children's state), marks a run as being stopped and returns its
-    ``shutdown_timeout``. The supervisor records each exit (``RunOwner.run_exited``) and
+    The supervisor calls ``run()`` and waits in it; ``begin(run, now)``, the supervisor's
+    callback (it writes the children's state), marks a run as asked to stop at ``now`` and
+    returns its ``shutdown_timeout``. The supervisor records each exit (``RunOwner.run_exited``) and
     then calls ``exited`` so that the chain goes on.
     A service with ``stop()`` needs the supervisor's task to await it, so the chain breaks
     there: the supervisor's own task asks it and waits for it.
@@ -416,7 +406,7 @@ class StopChain:
     def __init__(
         self,
         runs: list[Run],
-        begin: Callable[[Run], float | None],
+        begin: Callable[[Run, float], float | None],
         overran: Callable[[Run], None],
     ) -> None:
         self._runs = runs
@@ -435,23 +425,23 @@ class StopChain:
     def exited(self, run: Run) -> None:
         """Called on the exit of a run of the chain (from the run's task), once recorded."""
         if self._index < len(self._runs) and run is self._runs[self._index]:
-            self._hand_on()
+            self._hand_on(run.exited_at)
 
-    def _hand_on(self) -> None:
+    def _hand_on(self, now: float) -> None:
         self._index += 1
         while self._index < self._segment_end:
-            if self._ask_current():
+            if self._ask_current(now):
                 return
             self._index += 1
         if self._segment_done is not None:
             self._segment_done.set()
 
-    def _ask_current(self) -> bool:
+    def _ask_current(self, now: float) -> bool:
         """Ask the current run to stop; False when it has exited already (skip it)."""
         run = self._runs[self._index]
         if run.exited:
             return False
-        limit = self._begin(run)
+        limit = self._begin(run, now)
         run.stop_chain = self
         if limit == 0:  # brutal kill: no asking, and no timeout to overrun
             run.cancel(run.stop_reason)
@@ -482,7 +472,7 @@ class StopChain:
                 end += 1
             self._segment_end = end
             done = self._segment_done = trio.Event()
-            self._ask_current()
+            self._ask_current(trio.current_time())
             while not done.is_set():
                 with trio.CancelScope(deadline=self._deadline) as timer:
                     self._timer = timer
@@ -492,7 +482,7 @@ class StopChain:
                     late = runs[self._index]
                     self._overran(late)
                     self.stragglers.append(late)
-                    self._hand_on()
+                    self._hand_on(trio.current_time())
                 # Else woken by the deadline of a run that has exited since: wait on.
             self._index = end
         for run in self.stragglers:
@@ -501,7 +491,7 @@ class StopChain:
     async def _stop_service(self, run: Run) -> None:
         # No ``stop_chain`` here: this task awaits the exit itself, and a hand-on from the
         # exit would step past the next run.
-        limit = self._begin(run)
+        limit = self._begin(run, trio.current_time())
         deadline = stop_deadline(run, limit)
         with trio.move_on_at(deadline):
             if limit == 0:
@@ -521,7 +511,7 @@ def _needs_awaited_ask(run: Run) -> bool:
 
 async def stop_at_once(
     runs: list[Run],
-    begin: Callable[[Run], float | None],
+    begin: Callable[[Run, float], float | None],
     overran: Callable[[Run], None],
 ) -> None:
     """Ask every run to stop at once, then wait for all, each bounded by its own timeout.
@@ -531,10 +521,11 @@ async def stop_at_once(
     """
     deadlines: list[tuple[float, int, Run]] = []
     services: list[tuple[Run, float]] = []
+    now = trio.current_time()
     for index, run in enumerate(runs):
         if run.exited:
             continue
-        limit = begin(run)
+        limit = begin(run, now)
         deadline = stop_deadline(run, limit)
         if limit == 0:
             run.cancel(run.stop_reason)

@@ -86,6 +86,9 @@ class TreeShared:
     rng: random.Random
     # Woken on every change of a child's state, for waits in tests and tools.
     changed: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
+    # The tasks parked in ``changed``, counted by the tree's ``wait_changed``: a child's
+    # state changes several times per start and stop, and this is the cheap test.
+    watchers: int = 0
     # Paths of runs that overran their shutdown_timeout and have not exited yet.
     unstopped: dict[str, Run] = attrs.field(factory=dict)
     # What went wrong while the shutdown stopped runs, for its report: the runs cut at a
@@ -109,7 +112,7 @@ class Child:
 
     spec: ChildSpec | SupervisorSpec
     path: str
-    changed: trio.lowlevel.ParkingLot
+    shared: TreeShared
     _state: ChildState = ChildState.STOPPED
     restarts: int = 0
     # Consecutive restarts since the child last ran for backoff.reset_after: the n of backoff.
@@ -136,8 +139,9 @@ class Child:
     @state.setter
     def state(self, state: ChildState) -> None:
         self._state = state
-        if self.changed:  # somebody waits for a change
-            self.changed.unpark_all()
+        shared = self.shared
+        if shared.watchers:
+            shared.changed.unpark_all()
 
     @property
     def kind(self) -> str:
@@ -253,7 +257,7 @@ class Supervisor:
         self.bus = shared.bus
         # By name, in start order (a dict keeps insertion order and finds in O(1)).
         self.children: dict[str, Child] = {
-            child_spec.name: Child(child_spec, join_path(path, child_spec.name), shared.changed)
+            child_spec.name: Child(child_spec, join_path(path, child_spec.name), shared)
             for child_spec in spec.children
         }
         self.window = RestartWindow(spec.max_restarts, spec.max_seconds)
@@ -509,13 +513,12 @@ class Supervisor:
         assert self.nursery is not None
         now = trio.current_time()
         runs = [self._new_run(child, after_exit, now) for child in children]
-        chain = StartChain(len(runs))
+        chain = StartChain(runs)
         start_soon = self.nursery.start_soon
-        for index, run in enumerate(runs):
-            run.start_chain, run.start_index = chain, index
+        for run in runs:
             if not wait:
                 run.started = True
-            start_soon(run_task, run)
+            start_soon(run_task, chain)
         if not wait:
             for child, run in zip(children, runs, strict=True):
                 self._announce(child, run, restarted, now)
@@ -716,9 +719,11 @@ class Supervisor:
                     self.shared.shutdown_overran.append(f"{path} ({run.error})")
                 else:
                     self.shared.shutdown_errors.append(f"{path}: {run.error!r}")
-            self.bus.emit(EventKind.CRASHED, path, restarts, run.error, run.stop_reason)
+            self.bus.emit(
+                EventKind.CRASHED, path, restarts, run.error, run.stop_reason, run.exited_at
+            )
         else:
-            self.bus.emit(cause.event, path, restarts, detail=run.stop_reason)
+            self.bus.emit(cause.event, path, restarts, detail=run.stop_reason, time=run.exited_at)
         op = self._inline_op
         if op is not None and op.run is run:
             self._inline_op = None
@@ -949,9 +954,9 @@ class Supervisor:
                 if child.state is not ChildState.STOPPED:
                     child.state = ChildState.STOPPED
 
-    def _begin_stop(self, run: Run) -> float | None:
-        """Mark ``run`` as asked to stop now; return its ``shutdown_timeout``."""
-        run.stop_asked_at = trio.current_time()
+    def _begin_stop(self, run: Run, now: float) -> float | None:
+        """Mark ``run`` as asked to stop at ``now``; return its ``shutdown_timeout``."""
+        run.stop_asked_at = now
         child = self._child_of(run)
         if child is not None:
             restarting = run.cause is StopCause.RESTART
@@ -1020,13 +1025,13 @@ class Supervisor:
         self._check_new_child(spec)
         self._inline = True
         try:
-            child = Child(spec, join_path(self.path, spec.name), self.shared.changed)
+            child = Child(spec, join_path(self.path, spec.name), self.shared)
             self.children[spec.name] = child
             now = trio.current_time()
             run = self._new_run(child, False, now)
-            first_step = run.start_chain = StartChain(1)
+            first_step = StartChain([run])
             run.started = True
-            self.nursery.start_soon(run_task, run)
+            self.nursery.start_soon(run_task, first_step)
             self._announce(child, run, False, now)
         finally:
             self._inline = False
@@ -1059,7 +1064,7 @@ class Supervisor:
         try:
             child.terminated = True
             run.cause, run.stop_reason = StopCause.TERMINATE, "terminate_child"
-            limit = self._begin_stop(run)
+            limit = self._begin_stop(run, trio.current_time())
             if limit != 0:  # brutal kill: no asking
                 run.request_stop()
             run.cancel(run.stop_reason)
@@ -1087,7 +1092,7 @@ class Supervisor:
     async def start_child(self, spec: ChildSpec | SupervisorSpec) -> Child:
         """Add ``spec`` and start it; ``ChildStartError`` (spec not kept) if it fails."""
         self._check_new_child(spec)
-        child = Child(spec, join_path(self.path, spec.name), self.shared.changed)
+        child = Child(spec, join_path(self.path, spec.name), self.shared)
         self.children[spec.name] = child
         failure = await self._start_children([child], restarted=False, after_exit=False)
         if failure is not None:

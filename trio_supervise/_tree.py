@@ -327,7 +327,12 @@ class SupervisorTree(metaclass=_NoPublicConstructor):
 
     async def wait_changed(self) -> None:
         """Wait until any child's state changes (for tests and tools that watch the tree)."""
-        await self._shared.changed.park()
+        shared = self._shared
+        shared.watchers += 1
+        try:
+            await shared.changed.park()
+        finally:
+            shared.watchers -= 1
 
     def events(self) -> EventStream:
         """An async iterator of the events from now on (see ``EventStream``)."""
