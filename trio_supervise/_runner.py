@@ -21,6 +21,7 @@ import enum
 import inspect
 import logging
 import math
+import operator
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, final
 
@@ -60,15 +61,15 @@ class StopCause(enum.Enum):
 
     @property
     def event(self) -> EventKind:
-        return _CAUSE_EVENTS[self]
+        return _CAUSE_EVENTS[self._name_]  # an Enum member hashes in Python; its name in C
 
 
 _CAUSE_EVENTS = {
-    StopCause.RESTART: EventKind.EXITED,
-    StopCause.TERMINATE: EventKind.TERMINATED,
-    StopCause.SHUTDOWN: EventKind.TERMINATED,
-    StopCause.SUPERVISOR_EXIT: EventKind.EXITED,
-    StopCause.HEALTH: EventKind.CRASHED,
+    StopCause.RESTART.name: EventKind.EXITED,
+    StopCause.TERMINATE.name: EventKind.TERMINATED,
+    StopCause.SHUTDOWN.name: EventKind.TERMINATED,
+    StopCause.SUPERVISOR_EXIT.name: EventKind.EXITED,
+    StopCause.HEALTH.name: EventKind.CRASHED,
 }
 
 
@@ -519,10 +520,12 @@ async def stop_at_once(
     Services' ``stop()`` are awaited concurrently. ``begin`` and ``overran`` are as for
     ``StopChain``; the exits are reported through ``RunOwner.run_exited`` as usual.
     """
-    deadlines: list[tuple[float, int, Run]] = []
+    deadlines: list[tuple[float, Run]] = []
     services: list[tuple[Run, float]] = []
     now = trio.current_time()
-    for index, run in enumerate(runs):
+    # A pool's children mostly share one timeout: then the deadlines come in order.
+    in_order, latest = True, -math.inf
+    for run in runs:
         if run.exited:
             continue
         limit = begin(run, now)
@@ -531,14 +534,18 @@ async def stop_at_once(
             run.cancel(run.stop_reason)
         elif not run.ask():
             services.append((run, deadline))
-        deadlines.append((deadline, index, run))
+        deadlines.append((deadline, run))
+        if deadline < latest:
+            in_order = False
+        latest = max(latest, deadline)
     if services:
         async with trio.open_nursery() as nursery:
             for run, deadline in services:
                 nursery.start_soon(_ask_service_until, run, deadline)
-    deadlines.sort(key=lambda item: (item[0], item[1]))
+    if not in_order:
+        deadlines.sort(key=operator.itemgetter(0))  # stable: the order of runs among equals
     stragglers: list[Run] = []
-    for deadline, _, run in deadlines:
+    for deadline, run in deadlines:
         if run.exited:
             continue
         with trio.move_on_at(deadline):
