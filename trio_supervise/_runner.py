@@ -382,8 +382,8 @@ class StopChain:
 
     The supervisor calls ``run()`` and waits in it; ``begin(run, now)``, the supervisor's
     callback (it writes the children's state), marks a run as asked to stop at ``now`` and
-    returns its ``shutdown_timeout``. The supervisor records each exit (``RunOwner.run_exited``) and
-    then calls ``exited`` so that the chain goes on.
+    returns its ``shutdown_timeout``. The supervisor records each exit
+    (``RunOwner.run_exited``) and then calls ``exited`` so that the chain goes on.
     A service with ``stop()`` needs the supervisor's task to await it, so the chain breaks
     there: the supervisor's own task asks it and waits for it.
 
