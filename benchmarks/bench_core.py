@@ -29,7 +29,9 @@ garbage collected before each; every value printed is the median over the repeti
   repetitions: ``await nursery.start(...)`` of a task in its own cancel scope that calls
   ``task_status.started()``, its handle kept in a dict by name; then per name: cancel its
   scope and await an Event set in its ``finally``. ``ChildSpec`` construction alone
-  (``*_childspec_build_*``) is printed for information.
+  (``*_childspec_build_*``) is printed for information, and so is the floor of a call that
+  returns once the child ran its first step: ``start_soon`` and await an Event set by that
+  step (``*_floor_start_soon_first_step_*``).
 * scaling: per-child start time at 100,000 over that at 1,000, divided by bare Trio's same
   growth: target <= 1.2. The same for stop, for information.
 * memory: ``tracemalloc`` growth per child from just before ``supervisor_tree`` to its body
@@ -113,6 +115,8 @@ class Run:
     stop: float
     start_child: float = 0.0
     terminate_child: float = 0.0
+    # Bare repetitions only: start_soon and wait for the first step (the floor of a call).
+    start_soon_first_step: float = 0.0
 
 
 async def _supervised_calls(
@@ -184,9 +188,24 @@ async def _started_sleeper(
         done.set()
 
 
-async def _bare_calls(nursery: trio.Nursery, k: int, min_seconds: float) -> tuple[float, float]:
-    """``_supervised_calls`` by hand: ``nursery.start``, then cancel and await the exit."""
-    starts = terminations = 0.0
+async def _first_step(scope: trio.CancelScope, first_step: trio.Event, done: trio.Event) -> None:
+    try:
+        with scope:
+            first_step.set()
+            await trio.sleep_forever()
+    finally:
+        done.set()
+
+
+async def _bare_calls(
+    nursery: trio.Nursery, k: int, min_seconds: float
+) -> tuple[float, float, float]:
+    """``_supervised_calls`` by hand: ``nursery.start``, then cancel and await the exit.
+
+    Then, untimed between, the floor of a call that returns once the child ran its first
+    step: ``start_soon`` and wait for an Event set by that step (two scheduler passes).
+    """
+    starts = terminations = soon = 0.0
     rounds = 0
     while rounds == 0 or (rounds < MAX_CALL_ROUNDS and min(starts, terminations) < min_seconds):
         names = [f"dyn{rounds}-{i}" for i in range(k)]
@@ -206,8 +225,21 @@ async def _bare_calls(nursery: trio.Nursery, k: int, min_seconds: float) -> tupl
         t3 = perf_counter()
         for name in names:
             del handles[name]
+        await all_blocked()
+        t4 = perf_counter()
+        for name in names:
+            scope, first_step, done = trio.CancelScope(), trio.Event(), trio.Event()
+            nursery.start_soon(_first_step, scope, first_step, done)
+            await first_step.wait()
+            handles[name] = (scope, done)
+        t5 = perf_counter()
+        for name in names:
+            scope, done = handles.pop(name)
+            scope.cancel()
+            await done.wait()
+        soon += t5 - t4
         starts, terminations, rounds = starts + t1 - t0, terminations + t3 - t2, rounds + 1
-    return starts / (rounds * k), terminations / (rounds * k)
+    return starts / (rounds * k), terminations / (rounds * k), soon / (rounds * k)
 
 
 async def _bare(lines: FirstLines, calls: int, min_seconds: float) -> Run:
@@ -221,10 +253,10 @@ async def _bare(lines: FirstLines, calls: int, min_seconds: float) -> Run:
         await all_blocked()
         if len(nursery.child_tasks) != n or lines.count != n:
             raise RuntimeError(f"expected {n} tasks, found {len(nursery.child_tasks)}")
-        per_start = per_terminate = 0.0
+        per_start = per_terminate = per_soon = 0.0
         if calls:
             gc.collect()
-            per_start, per_terminate = await _bare_calls(nursery, calls, min_seconds)
+            per_start, per_terminate, per_soon = await _bare_calls(nursery, calls, min_seconds)
             if len(nursery.child_tasks) != n:
                 raise RuntimeError(f"expected {n} tasks, found {len(nursery.child_tasks)}")
             await all_blocked()
@@ -232,7 +264,7 @@ async def _bare(lines: FirstLines, calls: int, min_seconds: float) -> Run:
         t2 = perf_counter()
         nursery.cancel_scope.cancel()
     t3 = perf_counter()
-    return Run(lines.last_at - t0, t3 - t2, per_start, per_terminate)
+    return Run(lines.last_at - t0, t3 - t2, per_start, per_terminate, per_soon)
 
 
 async def _scoped_child(
@@ -297,6 +329,7 @@ class Core:
     stop_bare: float
     start_child_supervise: float
     start_child_bare: float
+    start_child_floor_soon: float
     terminate_child_supervise: float
     terminate_child_bare: float
     childspec_build: float
@@ -351,6 +384,7 @@ def measure(n: int, reps: int, config: Config, *, warmup: bool) -> Core:
         stop_bare=per_child(bare, "stop"),
         start_child_supervise=per_call(supervised, "start_child"),
         start_child_bare=per_call(bare, "start_child"),
+        start_child_floor_soon=per_call(bare, "start_soon_first_step"),
         terminate_child_supervise=per_call(supervised, "terminate_child"),
         terminate_child_bare=per_call(bare, "terminate_child"),
         childspec_build=median(build),
@@ -420,6 +454,11 @@ def report(n: int, result: Core, reporter: Reporter) -> None:
         r.metric(f"{name}_ratio_median", ratio(sup, bare), "x")
         r.target(f"{name}_supervise_per_call_us_median", CALL_TARGET_US)
     r.metric(f"core_start_child_{n}_childspec_build_us_median", result.childspec_build * US, "us")
+    r.metric(
+        f"core_start_child_{n}_floor_start_soon_first_step_per_call_us_median",
+        result.start_child_floor_soon * US,
+        "us",
+    )
 
 
 # ------------------------------------------------------------------------------ memory
