@@ -523,8 +523,6 @@ async def stop_at_once(
     deadlines: list[tuple[float, Run]] = []
     services: list[tuple[Run, float]] = []
     now = trio.current_time()
-    # A pool's children mostly share one timeout: then the deadlines come in order.
-    in_order, latest = True, -math.inf
     for run in runs:
         if run.exited:
             continue
@@ -535,15 +533,11 @@ async def stop_at_once(
         elif not run.ask():
             services.append((run, deadline))
         deadlines.append((deadline, run))
-        if deadline < latest:
-            in_order = False
-        latest = max(latest, deadline)
     if services:
         async with trio.open_nursery() as nursery:
             for run, deadline in services:
                 nursery.start_soon(_ask_service_until, run, deadline)
-    if not in_order:
-        deadlines.sort(key=operator.itemgetter(0))  # stable: the order of runs among equals
+    deadlines.sort(key=operator.itemgetter(0))  # stable: the order of runs among equals
     stragglers: list[Run] = []
     for deadline, run in deadlines:
         if run.exited:
