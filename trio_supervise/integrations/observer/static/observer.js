@@ -451,27 +451,20 @@
     const box = $("summary");
     box.replaceChildren();
     box.append(el("span", "sum-total", (model.nodes.size ? model.nodes.size - 1 : 0) + " children"));
+    // A chip filters the tree by its state or health (see the click handler below).
+    const chip = (cls, text, filter, value, title) => {
+      const b = el("button", "chip " + cls, text);
+      b.type = "button";
+      b.dataset[filter] = value;
+      b.title = title;
+      box.append(b);
+    };
     for (const s of STATES) {
-      if (!counts[s]) continue;
-      const chip = el("button", "chip st-" + s, counts[s] + " " + s);
-      chip.type = "button";
-      chip.dataset.state = s;
-      chip.title = "show only the " + s + " children";
-      box.append(chip);
+      if (counts[s]) chip("st-" + s, counts[s] + " " + s, "state", s, "show only the " + s + " children");
     }
-    if (backoff) {
-      const chip = el("button", "chip st-backoff", backoff + " in backoff");
-      chip.type = "button";
-      chip.dataset.state = "backoff";
-      box.append(chip);
-    }
+    if (backoff) chip("st-backoff", backoff + " in backoff", "state", "backoff", "show only the children in backoff");
     for (const h of ["degraded", "unhealthy"]) {
-      if (!healths[h]) continue;
-      const chip = el("button", "chip h-" + h, healths[h] + " " + h);
-      chip.type = "button";
-      chip.dataset.health = h;
-      chip.title = "show only the " + h + " children";
-      box.append(chip);
+      if (healths[h]) chip("h-" + h, healths[h] + " " + h, "health", h, "show only the " + h + " children");
     }
   }
 
